@@ -1,0 +1,413 @@
+"""SSW-GAN networks: the blocks (each defined once), the generators G1 and Gup, the
+discriminators D_s, D_t and D_m, the StageConfig dataclass and the preset table.
+
+DESIGN.md section 2 (views, presets) and section 3 (networks). Read top to bottom:
+presets -> StageConfig -> layer helpers -> blocks -> generators -> discriminators.
+
+    from models import stage_config, build_stage
+    cfg = stage_config("tiny", 2)            # a row of the preset table
+    G, D_s, D_t, D_m = build_stage(cfg)      # D_m is None for stage 1
+
+Every conv and linear carries spectral norm (torch.nn.utils.parametrizations.spectral_norm)
+over an orthogonal init, as in BigGAN / DVD-GAN.
+"""
+import math
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+# -----------------------------------------------------------------------------
+# Stage configuration and the preset table
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Everything needed to rebuild one stage's networks; saved inside its checkpoint."""
+    preset: str
+    stage: int                    # 1-based, like --stage
+    num_stages: int               # stages in the preset (the last one makes full resolution)
+    clip_frames: int              # the preset's full-resolution clips: T ...
+    clip_size: int                # ... and H = W
+    view_s: int                   # this stage's training data is view(clip, view_s, view_t)
+    view_t: int
+    window: int | None            # stages >= 2: output frames per training window; None: whole video
+    ch: int                       # base channel width; blocks use multiples of it
+    g_mults: tuple[int, ...]      # G channel multipliers (G1: base then one per GBlock; Gup: 3 GBlocks)
+    d_mults: tuple[int, ...]      # D_s channel multipliers, one per DBlock (D_t and D_m drop the first)
+    z_dim: int                    # G1: latent size per frame; Gup: channels of the noise map
+    num_classes: int = 0          # 0 = unconditional (one implicit class)
+    d_frames: int = 8             # k, the frames D_s scores per video
+    frame_stride: int = 1         # frames of the source video between two clip frames
+
+    @property
+    def out_frames(self) -> int:
+        """Frames this stage makes per training example (the whole view, or a window)."""
+        return self.window if self.window is not None else math.ceil(self.clip_frames / self.view_t)
+
+    @property
+    def out_size(self) -> int:
+        return self.clip_size // self.view_s
+
+    @property
+    def cond_frames(self) -> int:
+        """Frames of the conditioning view c = view(x, 2, 2); 0 for stage 1."""
+        return 0 if self.stage == 1 else self.out_frames // 2
+
+    @property
+    def cond_size(self) -> int:
+        return 0 if self.stage == 1 else self.out_size // 2
+
+    @property
+    def video_frames(self) -> int:
+        """Frames of the whole video at this stage's resolution (what sampling makes)."""
+        return math.ceil(self.clip_frames / self.view_t)
+
+
+# One row per preset; each stage of a preset is a StageConfig (DESIGN.md section 2).
+# ssw-128: 25@32 -> 50@64 -> 100@128.  ssw-64: 24@32 -> 48@64.  tiny: 8@8 -> 16@16 -> 32@32,
+# for CPU tests and demos.  dvd-128: the single-stage DVD-GAN baseline, G1/D_s/D_t at 100@128.
+PRESETS: dict[str, list[StageConfig]] = {
+    "ssw-128": [
+        StageConfig("ssw-128", 1, 3, 100, 128, view_s=4, view_t=4, window=None, ch=32,
+                    g_mults=(8, 8, 4, 2), d_mults=(2, 4, 8, 8), z_dim=120),
+        StageConfig("ssw-128", 2, 3, 100, 128, view_s=2, view_t=2, window=16, ch=32,
+                    g_mults=(4, 4, 2), d_mults=(1, 2, 4, 8, 8), z_dim=8),
+        StageConfig("ssw-128", 3, 3, 100, 128, view_s=1, view_t=1, window=16, ch=16,
+                    g_mults=(4, 4, 2), d_mults=(1, 2, 4, 8, 8, 8), z_dim=8),
+    ],
+    "ssw-64": [
+        StageConfig("ssw-64", 1, 2, 48, 64, view_s=2, view_t=2, window=None, ch=32,
+                    g_mults=(8, 8, 4, 2), d_mults=(2, 4, 8, 8), z_dim=120),
+        StageConfig("ssw-64", 2, 2, 48, 64, view_s=1, view_t=1, window=16, ch=32,
+                    g_mults=(4, 4, 2), d_mults=(1, 2, 4, 8, 8), z_dim=8),
+    ],
+    "tiny": [
+        StageConfig("tiny", 1, 3, 32, 32, view_s=4, view_t=4, window=None, ch=8,
+                    g_mults=(4, 2), d_mults=(2, 4), z_dim=16, d_frames=4),
+        StageConfig("tiny", 2, 3, 32, 32, view_s=2, view_t=2, window=8, ch=8,
+                    g_mults=(2, 2, 1), d_mults=(1, 2, 4), z_dim=4, d_frames=4),
+        StageConfig("tiny", 3, 3, 32, 32, view_s=1, view_t=1, window=8, ch=4,
+                    g_mults=(2, 2, 1), d_mults=(1, 2, 4, 4), z_dim=4, d_frames=4),
+    ],
+    "dvd-128": [
+        StageConfig("dvd-128", 1, 1, 100, 128, view_s=1, view_t=1, window=None, ch=16,
+                    g_mults=(8, 8, 8, 4, 2, 1), d_mults=(1, 2, 4, 8, 8, 8), z_dim=120),
+    ],
+}
+
+
+def stage_config(preset: str, stage: int, **overrides) -> StageConfig:
+    """The preset table's row for (preset, stage), with explicit field overrides applied."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    rows = PRESETS[preset]
+    if not 1 <= stage <= len(rows):
+        raise ValueError(f"preset {preset!r} has stages 1..{len(rows)}, not {stage}")
+    cfg = replace(rows[stage - 1], **overrides)
+    if cfg.window is not None and (cfg.window % 2 or cfg.window > cfg.video_frames):
+        raise ValueError(f"--window must be even and at most {cfg.video_frames} "
+                         f"(the stage's video length), got {cfg.window}")
+    return cfg
+
+
+# -----------------------------------------------------------------------------
+# Layers: every conv and linear is spectrally normalised over an orthogonal init
+
+def sn(layer: nn.Module) -> nn.Module:
+    """Orthogonal init, zero bias, spectral norm: the one way this file makes a layer."""
+    nn.init.orthogonal_(layer.weight)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
+    return spectral_norm(layer)
+
+
+def conv(dims: int, c_in: int, c_out: int, k: int) -> nn.Module:
+    """A 'same'-padded (zeros) 2D or 3D conv; zero padding in time is what makes chunked
+    sampling exact at the video ends (DESIGN.md section 5)."""
+    Conv = nn.Conv3d if dims == 3 else nn.Conv2d
+    return sn(Conv(c_in, c_out, k, padding=k // 2))
+
+
+class ConditionalBN(nn.Module):
+    """BatchNorm3d whose gain and bias are linear functions of a per-video vector
+    (BigGAN's conditional BN; the vector is [z_chunk, embed(y)] in G1, embed(y) in Gup)."""
+
+    def __init__(self, ch: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm3d(ch, affine=False)
+        self.gain = sn(nn.Linear(cond_dim, ch, bias=False))
+        self.bias = sn(nn.Linear(cond_dim, ch, bias=False))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        gain = 1 + self.gain(cond).view(B, -1, 1, 1, 1)  # (B, C, 1, 1, 1)
+        bias = self.bias(cond).view(B, -1, 1, 1, 1)
+        return self.bn(x) * gain + bias
+
+
+# -----------------------------------------------------------------------------
+# Blocks
+
+class GBlock(nn.Module):
+    """Residual 3D up-block: CBN-ReLU-upsample-conv-CBN-ReLU-conv, plus an upsampled 1x1 skip.
+    `up` = (t, h, w) nearest-neighbour factors; (1, 2, 2) in G1, (2, 2, 2) or (1, 1, 1) in Gup."""
+
+    def __init__(self, c_in: int, c_out: int, cond_dim: int, up: tuple[int, int, int]):
+        super().__init__()
+        self.up = up
+        self.bn1 = ConditionalBN(c_in, cond_dim)
+        self.conv1 = conv(3, c_in, c_out, 3)
+        self.bn2 = ConditionalBN(c_out, cond_dim)
+        self.conv2 = conv(3, c_out, c_out, 3)
+        self.skip = conv(3, c_in, c_out, 1) if c_in != c_out else None
+
+    @property
+    def time_radius(self) -> int:
+        """Temporal half-width of the main path, in this block's output frames (both 3x3x3
+        convs run after the upsampling)."""
+        return self.conv1.kernel_size[0] // 2 + self.conv2.kernel_size[0] // 2
+
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.up == (1, 1, 1) else F.interpolate(x, scale_factor=self.up, mode="nearest")
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self._upsample(F.relu(self.bn1(x, cond)))
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), cond)))
+        s = self._upsample(x)
+        return h + (self.skip(s) if self.skip is not None else s)
+
+
+class DBlock(nn.Module):
+    """Residual down-block (BigGAN D): [ReLU]-conv-ReLU-conv-avgpool, plus conv1x1-avgpool skip.
+    `dims` 2 for D_s (frames), 3 for D_t and D_m; `down` the pooling factors (per dim)."""
+
+    def __init__(self, dims: int, c_in: int, c_out: int, down: tuple[int, ...], preact: bool = True):
+        super().__init__()
+        self.dims, self.down, self.preact = dims, down, preact
+        self.conv1 = conv(dims, c_in, c_out, 3)
+        self.conv2 = conv(dims, c_out, c_out, 3)
+        self.skip = conv(dims, c_in, c_out, 1) if c_in != c_out or any(d > 1 for d in down) else None
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if all(d == 1 for d in self.down):
+            return x
+        pool = F.avg_pool3d if self.dims == 3 else F.avg_pool2d
+        # ceil_mode: an odd frame count (25) keeps its last frame, averaged alone.
+        return pool(x, self.down, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(x) if self.preact else x
+        h = self._pool(self.conv2(F.relu(self.conv1(h))))
+        s = x if self.skip is None else self._pool(self.skip(x))
+        return h + s
+
+
+# -----------------------------------------------------------------------------
+# Generators
+
+class G1(nn.Module):
+    """Stage-1 generator G1(z, y) -> (B, 3, T, H, W) in [-1, 1]: the whole video, small.
+
+    z is a temporal latent sequence (B, T, z_dim), one vector per output frame. A GRU over it
+    gives each frame a base tensor at 4x4 (DVD-GAN's recurrence, on latents only); 3D-conv
+    GBlocks then double H and W up to the output size. Drawing a longer z makes a longer video,
+    as DVD-GAN unrolls its generator for longer (the first frames do not change: the GRU is
+    causal). z[:, 0] doubles as BigGAN's hierarchical latent: its chunks, with embed(y),
+    drive each GBlock's conditional BN.
+    """
+
+    def __init__(self, cfg: StageConfig):
+        super().__init__()
+        n_blocks = int(math.log2(cfg.out_size // 4))
+        assert 4 * 2 ** n_blocks == cfg.out_size and len(cfg.g_mults) == n_blocks + 1, \
+            f"G1 needs out_size = 4 * 2^k and k+1 g_mults, got {cfg.out_size}, {cfg.g_mults}"
+        chs = [cfg.ch * m for m in cfg.g_mults]
+        self.z_dim, self.base_ch, self.n_blocks = cfg.z_dim, chs[0], n_blocks
+        self.embed = nn.Embedding(max(cfg.num_classes, 1), cfg.z_dim)
+        self.gru = nn.GRU(cfg.z_dim, cfg.z_dim, batch_first=True)
+        self.linear = sn(nn.Linear(cfg.z_dim, chs[0] * 4 * 4))
+        assert cfg.z_dim % n_blocks == 0, f"G1: z_dim {cfg.z_dim} must split into {n_blocks} chunks"
+        z_chunk = cfg.z_dim // n_blocks
+        self.blocks = nn.ModuleList(
+            GBlock(chs[i], chs[i + 1], z_chunk + cfg.z_dim, up=(1, 2, 2)) for i in range(n_blocks))
+        self.out_bn = nn.BatchNorm3d(chs[-1])
+        self.out = conv(3, chs[-1], 3, 3)
+        for name, w in self.gru.named_parameters():
+            (nn.init.orthogonal_ if name.startswith("weight") else nn.init.zeros_)(w)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        B, T, _ = z.shape
+        e = self.embed(y)                                       # (B, z_dim)
+        h, _ = self.gru(z)                                      # (B, T, z_dim)
+        x = self.linear(h).view(B, T, self.base_ch, 4, 4)       # (B, T, C, 4, 4)
+        x = x.permute(0, 2, 1, 3, 4)                            # (B, C, T, 4, 4)
+        chunks = z[:, 0].chunk(self.n_blocks, dim=1)            # n_blocks x (B, z_dim / n_blocks)
+        for block, z_chunk in zip(self.blocks, chunks):
+            x = block(x, torch.cat([z_chunk, e], dim=1))
+        return torch.tanh(self.out(F.relu(self.out_bn(x))))     # (B, 3, T, H, W)
+
+
+class Gup(nn.Module):
+    """Upscaling generator Gup(c, z, y) -> (B, 3, 2Tc, 2Hc, 2Wc) in [-1, 1].
+
+    c (B, 3, Tc, Hc, Wc) is the conditioning view, z (B, z_dim, Tc, Hc, Wc) a noise map at the
+    same resolution. Encoder conv -> GBlock at Tc -> GBlock doubling T, H, W -> GBlock at 2Tc
+    -> conv -> tanh. Fully convolutional in time with a finite receptive radius
+    (`receptive_radius`, in conditioning frames), and no batch statistics in eval mode, so it
+    can slide over a video in chunks (DESIGN.md section 5).
+    """
+
+    def __init__(self, cfg: StageConfig):
+        super().__init__()
+        assert len(cfg.g_mults) == 3, f"Gup takes 3 g_mults, got {cfg.g_mults}"
+        c1, c2, c3 = (cfg.ch * m for m in cfg.g_mults)
+        self.z_dim = cfg.z_dim
+        self.embed = nn.Embedding(max(cfg.num_classes, 1), cfg.z_dim)
+        self.encode = conv(3, 3 + cfg.z_dim, c1, 3)
+        self.blocks = nn.ModuleList([
+            GBlock(c1, c1, cfg.z_dim, up=(1, 1, 1)),
+            GBlock(c1, c2, cfg.z_dim, up=(2, 2, 2)),
+            GBlock(c2, c3, cfg.z_dim, up=(1, 1, 1)),
+        ])
+        self.out_bn = nn.BatchNorm3d(c3)
+        self.out = conv(3, c3, 3, 3)
+
+    @property
+    def receptive_radius(self) -> int:
+        """R: an output frame depends on conditioning (and noise) frames at most R away from the
+        one it upsamples. Each temporal conv adds its half-width, measured in conditioning
+        frames: a conv after the 2x temporal upsampling sees half as far. Rounded up."""
+        r = Fraction(self.encode.kernel_size[0] // 2)
+        frames_per_cond = 1
+        for block in self.blocks:
+            frames_per_cond *= block.up[0]
+            r += Fraction(block.time_radius, frames_per_cond)
+        r += Fraction(self.out.kernel_size[0] // 2, frames_per_cond)
+        return math.ceil(r)
+
+    def forward(self, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        B, _, Tc, Hc, Wc = c.shape
+        assert z.shape == (B, self.z_dim, Tc, Hc, Wc), f"noise map {tuple(z.shape)} vs c {tuple(c.shape)}"
+        e = self.embed(y)                                       # (B, z_dim)
+        h = self.encode(torch.cat([c, z], dim=1))               # (B, C, Tc, Hc, Wc)
+        for block in self.blocks:
+            h = block(h, e)                                     # ends at (B, C, 2Tc, 2Hc, 2Wc)
+        return torch.tanh(self.out(F.relu(self.out_bn(h))))     # (B, 3, 2Tc, 2Hc, 2Wc)
+
+
+# -----------------------------------------------------------------------------
+# Discriminators: ResNets with a projection head on y (Miyato & Koyama 2018)
+
+class ProjectionHead(nn.Module):
+    """score = linear(h) + <embed(y), h> for pooled features h (N, C)."""
+
+    def __init__(self, ch: int, num_classes: int):
+        super().__init__()
+        self.linear = sn(nn.Linear(ch, 1))
+        self.embed = sn(nn.Embedding(max(num_classes, 1), ch))
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)  # (N,)
+
+
+class SpatialD(nn.Module):
+    """D_s: scores k randomly chosen frames at full resolution with a 2D ResNet; the video's
+    score is the sum over its k frames. x (B, 3, T, H, W) -> (B,)."""
+
+    def __init__(self, cfg: StageConfig):
+        super().__init__()
+        chs = [cfg.ch * m for m in cfg.d_mults]
+        n = len(chs)
+        assert cfg.out_size // 2 ** (n - 1) == 4, f"D_s: {n} DBlocks take {cfg.out_size} to 4x4? no"
+        self.k = cfg.d_frames
+        self.blocks = nn.ModuleList(
+            DBlock(2, 3 if i == 0 else chs[i - 1], chs[i], (2, 2) if i < n - 1 else (1, 1), preact=i > 0)
+            for i in range(n))
+        self.head = ProjectionHead(chs[-1], cfg.num_classes)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        B, C, T, H, W = x.shape
+        k = min(self.k, T)
+        idx = torch.rand(B, T, device=x.device).argsort(dim=1)[:, :k]       # (B, k) distinct frames
+        frames = x.gather(2, idx.view(B, 1, k, 1, 1).expand(B, C, k, H, W))  # (B, C, k, H, W)
+        h = frames.transpose(1, 2).reshape(B * k, C, H, W)                   # (B*k, C, H, W)
+        for block in self.blocks:
+            h = block(h)
+        h = F.relu(h).sum(dim=(2, 3))                                        # (B*k, C')
+        return self.head(h, y.repeat_interleave(k)).view(B, k).sum(1)        # (B,)
+
+
+class TemporalD(nn.Module):
+    """D_t: the whole clip/window, 2x average-pooled in space, through a 3D ResNet (the first two
+    DBlocks also halve time, as in DVD-GAN). x (B, in_ch, T, H, W) -> (B,)."""
+
+    def __init__(self, cfg: StageConfig, in_ch: int = 3):
+        super().__init__()
+        chs = [cfg.ch * m for m in cfg.d_mults[1:]]
+        n = len(chs)
+        assert cfg.out_size // 2 // 2 ** (n - 1) == 4, f"D_t: {n} DBlocks must reach 4x4"
+        self.blocks = nn.ModuleList(
+            DBlock(3, in_ch if i == 0 else chs[i - 1], chs[i],
+                   (2 if i < 2 else 1, *((2, 2) if i < n - 1 else (1, 1))), preact=i > 0)
+            for i in range(n))
+        self.head = ProjectionHead(chs[-1], cfg.num_classes)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.avg_pool3d(x, (1, 2, 2))                          # (B, C, T, H/2, W/2)
+        for block in self.blocks:
+            h = block(h)
+        h = F.relu(h).sum(dim=(2, 3, 4))                        # (B, C')
+        return self.head(h, y)                                  # (B,)
+
+
+class MatchingD(TemporalD):
+    """D_m: is window x grounded in conditioning view c? Scores the pair (x, upsample(c))
+    stacked on channels (6 channels) with D_t's architecture. Real pairs are
+    (x, view(x, 2, 2)); fake pairs are (Gup(c, z, y), c). Like D_t it first pools space by 2,
+    where the pair relation view(x, 2, 2) = c lives; that keeps D_m as cheap as D_t."""
+
+    def __init__(self, cfg: StageConfig):
+        super().__init__(cfg, in_ch=6)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        B, C, T, H, W = x.shape
+        c_up = F.interpolate(c, size=(T, H, W), mode="nearest")  # (B, 3, T, H, W)
+        return super().forward(torch.cat([x, c_up], dim=1), y)   # (B,)
+
+
+def build_stage(cfg: StageConfig) -> tuple[nn.Module, SpatialD, TemporalD, MatchingD | None]:
+    """(G, D_s, D_t, D_m) for one stage; D_m is None for stage 1."""
+    if cfg.stage == 1:
+        return G1(cfg), SpatialD(cfg), TemporalD(cfg), None
+    return Gup(cfg), SpatialD(cfg), TemporalD(cfg), MatchingD(cfg)
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: train.py writes them, train.py (resume) and sample.py read them
+
+CHECKPOINT_KEYS = ("G", "G_ema", "D_s", "D_t", "opt_G", "opt_D", "step", "rng", "args", "config")
+
+
+def load_checkpoint(path: str) -> tuple[dict, StageConfig]:
+    """Read a stage checkpoint safely (weights_only=True) -> (checkpoint dict, its StageConfig).
+    Anything that is not one of ours is refused with a message that names the file."""
+    import os
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}: train the stage first "
+                                f"(python train.py --stage N) or fix the path")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types; all mean the same here
+        raise ValueError(f"{path} is not a readable SSW-GAN checkpoint ({type(e).__name__}: {e}). "
+                         f"It may be truncated or from another program: move it away or "
+                         f"point at another file.") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not an SSW-GAN stage checkpoint (missing {missing}): "
+                         f"move it away or point at another file.")
+    cfg = ckpt["config"]
+    return ckpt, StageConfig(**{**cfg, "g_mults": tuple(cfg["g_mults"]), "d_mults": tuple(cfg["d_mults"])})

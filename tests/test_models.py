@@ -1,0 +1,143 @@
+"""Contracts of models.py: shapes, ranges, spectral norm, receptive radius, G1 length, presets."""
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn as nn
+
+from models import PRESETS, G1, GBlock, Gup, build_stage, stage_config
+
+
+def tiny(stage: int, **kw):
+    return stage_config("tiny", stage, num_classes=3, **kw)
+
+
+def inputs(cfg, B=2):
+    y = torch.tensor([0, 2])[:B]
+    if cfg.stage == 1:
+        return (torch.randn(B, cfg.out_frames, cfg.z_dim), y)
+    c = torch.rand(B, 3, cfg.cond_frames, cfg.cond_size, cfg.cond_size) * 2 - 1
+    return (c, torch.randn(B, cfg.z_dim, *c.shape[2:]), y)
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_tiny_shapes_and_ranges(stage):
+    cfg = tiny(stage)
+    G, D_s, D_t, D_m = build_stage(cfg)
+    args = inputs(cfg)
+    x = G(*args)
+    assert x.shape == (2, 3, cfg.out_frames, cfg.out_size, cfg.out_size)
+    assert x.abs().max() <= 1 and x.std() > 0
+    y = args[-1]
+    assert D_s(x, y).shape == (2,) and D_t(x, y).shape == (2,)
+    if stage == 1:
+        assert D_m is None
+    else:
+        assert D_m(x, args[0], y).shape == (2,)
+
+
+@pytest.mark.parametrize("preset,stage", [(p, s + 1) for p in PRESETS for s in range(len(PRESETS[p]))])
+def test_preset_shapes_on_meta(preset, stage):
+    """Every row of the table builds and maps its inputs to the documented sizes (on the meta
+    device: shapes only, no compute)."""
+    cfg = stage_config(preset, stage, num_classes=5)
+    G, D_s, D_t, D_m = (m.to("meta") if m is not None else None for m in build_stage(cfg))
+    with torch.device("meta"):
+        args = inputs(cfg)
+        x = G(*args)
+        assert x.shape == (2, 3, cfg.out_frames, cfg.out_size, cfg.out_size)
+        assert D_s(x, args[-1]).shape == D_t(x, args[-1]).shape == (2,)
+        if D_m is not None:
+            assert D_m(x, args[0], args[-1]).shape == (2,)
+
+
+def test_ssw128_table():
+    """The headline preset: 25@32 -> 50@64 -> 100@128, each a view of 100-frame 128x128 clips."""
+    s1, s2, s3 = (stage_config("ssw-128", s) for s in (1, 2, 3))
+    assert (s1.out_frames, s1.out_size) == (25, 32)
+    assert (s2.video_frames, s2.out_size, s2.cond_size) == (50, 64, 32)
+    assert (s3.video_frames, s3.out_size, s3.cond_size) == (100, 128, 64)
+    assert s2.cond_frames * 2 == s2.window
+    dvd = stage_config("dvd-128", 1)  # the baseline is G1/D_s/D_t at full size
+    assert (dvd.out_frames, dvd.out_size) == (100, 128)
+
+
+def test_bad_rows_refused():
+    with pytest.raises(ValueError, match="unknown preset"):
+        stage_config("nope", 1)
+    with pytest.raises(ValueError, match="stages 1..3"):
+        stage_config("tiny", 4)
+    with pytest.raises(ValueError, match="even"):
+        stage_config("tiny", 2, window=7)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_spectral_norm_on_every_conv_and_linear(stage):
+    for module in build_stage(tiny(stage)):
+        if module is None:
+            continue
+        layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear))]
+        assert layers
+        for m in layers:
+            assert hasattr(m, "parametrizations") and "weight" in m.parametrizations, m
+
+
+def test_gup_receptive_radius_matches_probe():
+    """Perturb one conditioning frame (and its noise) in the middle of a long input: the outputs
+    that move are exactly those within R conditioning frames of it."""
+    cfg = tiny(2)
+    G = Gup(cfg).eval()
+    R = G.receptive_radius
+    Tc, mid = 4 * R + 8, 2 * R + 4
+    c, z, y = inputs(replace(cfg, window=2 * Tc), B=1)
+    base = G(c, z, y)
+    c2, z2 = c.clone(), z.clone()
+    c2[:, :, mid] += 0.5
+    z2[:, :, mid] += 0.5
+    moved = (G(c2, z2, y) - base).abs().amax(dim=(0, 1, 3, 4)) > 0   # (2Tc,) output frames
+    cond_of_moved = torch.nonzero(moved).squeeze(1) // 2              # conditioning frame each upsamples
+    assert (cond_of_moved - mid).abs().max().item() == R
+
+
+def test_g1_draws_longer_videos_with_the_same_start():
+    """A longer temporal latent makes a longer video; far from the old end the frames agree."""
+    cfg = tiny(1)
+    G = G1(cfg).eval()
+    z, y = inputs(cfg)
+    z_long = torch.cat([z, torch.randn_like(z)], dim=1)
+    short, long = G(z, y), G(z_long, y)
+    T = cfg.out_frames
+    assert long.shape[2] == 2 * T
+    radius = 2 * len(G.blocks) + 1  # 3x3x3 convs after the (causal) GRU
+    torch.testing.assert_close(long[:, :, :T - radius], short[:, :, :T - radius])
+    assert not torch.allclose(long[:, :, T - 1], short[:, :, T - 1])
+
+
+def test_compiled_block_matches_eager_with_dynamic_time():
+    """--compile: a compiled GBlock gives eager's outputs and gradients, at two lengths T.
+    Two copies of one block: each forward advances spectral norm's power iteration."""
+    torch.manual_seed(0)
+    eager = GBlock(8, 4, cond_dim=6, up=(2, 2, 2))
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin)
+    for T in (3, 5):
+        x = torch.randn(2, 8, T, 4, 4)
+        cond = torch.randn(2, 6)
+        # maybe_mark_dynamic: inductor's CPU lowering of the conv backward specialises T
+        # (mark_dynamic raises there), so a new T may recompile; both must match eager.
+        torch._dynamo.maybe_mark_dynamic(x, 2)
+        outs, grads = [], []
+        for block, fn in ((eager, eager), (twin, compiled)):
+            block.zero_grad()
+            out = fn(x, cond)
+            out.square().sum().backward()
+            outs.append(out)
+            grads.append([p.grad for p in block.parameters()])
+        assert outs[0].shape == (2, 4, 2 * T, 8, 8)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+        # Some grads are ~0 in theory (a conv bias right before BN): compare against the
+        # overall gradient scale, not elementwise relative error.
+        scale = max(g.abs().max().item() for g in grads[0])
+        for g_c, g_e in zip(grads[1], grads[0]):
+            torch.testing.assert_close(g_c, g_e, rtol=1e-4, atol=1e-4 * scale)
