@@ -1,0 +1,180 @@
+"""train.py end to end at the tiny preset: smoke runs of the README commands, determinism,
+exact resume, checkpoint refusals, divergence handling, learning sanity checks."""
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+import train as train_module
+from data import view
+from losses import d_hinge
+from models import MatchingD, build_stage, load_checkpoint, stage_config
+from train import StepSampler, get_args, make_examples, train
+
+
+def run(tmp_path, *extra, stage=1, iters=2, name="run"):
+    argv = ["--preset", "tiny", "--stage", str(stage), "--max-iters", str(iters), "--batch-size", "2",
+            "--workers", "0", "--out", str(tmp_path / name), "--log-every", "1", *extra]
+    return train(get_args(argv))
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_smoke_writes_outputs(tmp_path, stage):
+    """`python train.py --stage N` at tiny size: checkpoint, config, log and a sample GIF."""
+    ckpt = run(tmp_path, stage=stage)
+    out = tmp_path / "run"
+    assert ckpt["step"] == 2 and os.path.isfile(out / "ckpt.pt") and os.path.isfile(out / "config.json")
+    records = [json.loads(line) for line in open(out / "log.jsonl")]
+    status = [r for r in records if "loss_D" in r]
+    assert [r["step"] for r in status] == [1, 2]
+    assert all(k in status[0] for k in ("loss_G", "D_s_real", "D_t_fake", "s_per_it", "mem_gb"))
+    assert ("D_m_real" in status[0]) == (stage > 1)
+    assert os.listdir(out / "samples") == ["step0000001.gif"]
+    if stage > 1:
+        assert any("grounding_error" in r for r in records)
+    saved, cfg = load_checkpoint(str(out / "ckpt.pt"))
+    assert cfg.stage == stage and cfg.num_classes == 5 and ("D_m" in saved) == (stage > 1)
+
+
+def test_dry_run_prints_config(tmp_path, capsys):
+    assert run(tmp_path, "--dry-run", "--window", "4", stage=2) == {}
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["config"]["window"] == 4 and printed["config"]["stage"] == 2
+    assert not (tmp_path / "run").exists()
+
+
+def state(ckpt):
+    return {f"{net}.{k}": v for net in ("G", "G_ema", "D_s", "D_t", "D_m") if net in ckpt
+            for k, v in ckpt[net].items()}
+
+
+def assert_same_weights(a, b):
+    sa, sb = state(a), state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], msg=k)
+
+
+def test_two_runs_with_one_seed_agree(tmp_path):
+    assert_same_weights(run(tmp_path, name="a"), run(tmp_path, name="b"))
+
+
+def test_another_seed_differs(tmp_path):
+    a, b = run(tmp_path, name="a"), run(tmp_path, "--seed", "1", name="b")
+    assert not torch.equal(state(a)["G.linear.parametrizations.weight.original"],
+                           state(b)["G.linear.parametrizations.weight.original"])
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_resume_equals_uninterrupted(tmp_path, stage):
+    """Stop at step 2, rerun the same command to step 4 == straight to 4 (weights, EMA, Adam)."""
+    straight = run(tmp_path, stage=stage, iters=4, name="straight")
+    run(tmp_path, stage=stage, iters=2, name="resumed")
+    resumed = run(tmp_path, stage=stage, iters=4, name="resumed")
+    assert resumed["step"] == straight["step"] == 4
+    assert_same_weights(straight, resumed)
+    torch.testing.assert_close(resumed["opt_G"]["state"], straight["opt_G"]["state"])
+    torch.testing.assert_close(resumed["opt_D"]["state"], straight["opt_D"]["state"])
+
+
+def test_wrong_stage_checkpoint_refused(tmp_path):
+    run(tmp_path, stage=2, iters=1)
+    with pytest.raises(ValueError, match=r"holds stage 2 of preset 'tiny'.*--out"):
+        run(tmp_path, stage=1, iters=2)
+
+
+def test_other_architecture_refused(tmp_path):
+    run(tmp_path, stage=2, iters=1)
+    with pytest.raises(ValueError, match="different config.*window"):
+        run(tmp_path, "--window", "4", stage=2, iters=2)
+
+
+def test_non_checkpoint_refused(tmp_path):
+    """A pickle that is not ours (and would run code under full pickle) is refused by name."""
+    out = tmp_path / "run"
+    out.mkdir()
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with open(out / "ckpt.pt", "wb") as f:
+        pickle.dump(Evil(), f)
+    with pytest.raises(ValueError, match=r"ckpt.pt is not a readable SSW-GAN checkpoint"):
+        run(tmp_path)
+    torch.save({"hello": torch.zeros(1)}, out / "ckpt.pt")
+    with pytest.raises(ValueError, match=r"not an SSW-GAN stage checkpoint \(missing"):
+        run(tmp_path)
+
+
+def test_truncated_checkpoint_refused(tmp_path):
+    run(tmp_path, iters=1)
+    path = tmp_path / "run" / "ckpt.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable SSW-GAN checkpoint"):
+        run(tmp_path, iters=2)
+
+
+def test_nan_stops_run_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    run(tmp_path, iters=1)
+    path = tmp_path / "run" / "ckpt.pt"
+    before = path.read_bytes()
+    monkeypatch.setattr(train_module, "d_hinge", lambda real, fake: d_hinge(real, fake) * float("nan"))
+    with pytest.raises(train_module.TrainingDiverged, match="non-finite loss at step 2.*left as it was"):
+        run(tmp_path, "--ckpt-every", "1", iters=3)
+    assert path.read_bytes() == before and not (tmp_path / "run" / "ckpt.pt.tmp").exists()
+
+
+def test_lambda_m_zero_removes_matching_discriminator(tmp_path):
+    """--lambda-m 0: D_m is never built, so no parameter of it can receive a gradient; opt_D
+    holds exactly the parameters of D_s and D_t."""
+    ckpt = run(tmp_path, "--lambda-m", "0", stage=2)
+    assert "D_m" not in ckpt
+    _, D_s, D_t, _ = build_stage(stage_config("tiny", 2, num_classes=5))
+    assert len(ckpt["opt_D"]["state"]) == len(list(D_s.parameters())) + len(list(D_t.parameters()))
+
+
+def test_step_sampler_indices():
+    s = iter(StepSampler(first_batch=3, batch_size=2, rank=1, world=2))
+    assert [next(s) for _ in range(4)] == [14, 15, 18, 19]  # batches 3, 4 of rank 1
+
+
+def fit(D, loss_of, steps=40):
+    opt = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.999))
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_of().backward()
+        opt.step()
+
+
+def test_dual_discriminators_learn_to_separate_real_from_fake():
+    """On a fixed batch of real clips vs fixed untrained-G fakes, D_s and D_t learn to tell them
+    apart: every real logit ends above every fake one."""
+    torch.manual_seed(0)
+    cfg = stage_config("tiny", 1, num_classes=5)
+    batch = torch.utils.data.default_collate([make_examples(get_args(["--preset", "tiny"]), cfg, 0)[i]
+                                              for i in range(4)])
+    x_real, y = batch["x"], batch["y"]
+    G, D_s, D_t, _ = build_stage(cfg)
+    with torch.no_grad():
+        x_fake = G(torch.randn(4, cfg.out_frames, cfg.z_dim), y)
+    for D in (D_s, D_t):
+        fit(D, lambda: d_hinge(D(x_real, y), D(x_fake, y)))
+        assert D(x_real, y).min() > D(x_fake, y).max()
+
+
+def test_matching_discriminator_separates_matched_from_mismatched_pairs():
+    """D_m on real windows: (x, view(x, 2, 2)) vs (x, another window's view). Only the pairing
+    differs, so telling them apart means D_m reads the relation between x and c."""
+    torch.manual_seed(0)
+    cfg = stage_config("tiny", 2, num_classes=5)
+    batch = torch.utils.data.default_collate([make_examples(get_args(["--preset", "tiny"]), cfg, 0)[i]
+                                              for i in range(4)])
+    x, c, y = batch["x"], batch["c"], batch["y"]
+    torch.testing.assert_close(c, view(x, 2, 2))
+    D_m = MatchingD(cfg)
+    fit(D_m, lambda: d_hinge(D_m(x, c, y), D_m(x, c.roll(1, 0), y)), steps=60)
+    assert D_m(x, c, y).min() > D_m(x, c.roll(1, 0), y).max()
