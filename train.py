@@ -45,7 +45,9 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (built-in bouncing shapes) or a folder of videos")
     p.add_argument("--out", default=None, help="output folder (default out/stageN)")
-    p.add_argument("--batch-size", type=int, default=8, help="videos per D and per G step, per process")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="videos per D and per G step, per process (default: 32 on GPU, 2 on CPU, "
+                        "where training is a demo of the pipeline, not a real run)")
     p.add_argument("--max-iters", type=int, default=200_000, help="G steps to train for")
     p.add_argument("--window", type=int, default=None, help="stages >= 2: output frames per window (even)")
     p.add_argument("--lr-g", type=float, default=1e-4, help="Adam learning rate of G")
@@ -69,6 +71,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.out is None:
         args.out = os.path.join("out", f"stage{args.stage}")
+    if args.batch_size is None:
+        args.batch_size = 32 if args.device.startswith("cuda") else 2
     return args
 
 

@@ -1,0 +1,164 @@
+"""Cost measurements of SSW-GAN against video length (DESIGN.md section 7).
+
+    python bench.py cost                 # bytes saved for backward + FLOPs per training step,
+                                         # every ssw-128 stage vs the dvd-128 baseline, 100/400 frames
+    python bench.py step --preset tiny   # seconds per training step (real run of train.py)
+    python bench.py sample               # time and peak memory to sample 100/400/1000 frames
+
+`cost` runs on the meta device: shapes only, no arithmetic, so it is exact and takes seconds
+on any machine. `step` and `sample` measure the machine they run on (say which, when quoting).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models import G1, PRESETS, Gup, build_stage, stage_config
+
+
+def get_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    cost = sub.add_parser("cost", help="activation bytes and FLOPs per training step (meta device)")
+    cost.add_argument("--frames", type=int, nargs="+", default=[100, 400], help="source clip lengths")
+    cost.add_argument("--batch", type=int, default=8, help="videos per step")
+    step = sub.add_parser("step", help="seconds per training step, from a real short run of train.py")
+    step.add_argument("--preset", default="tiny")
+    step.add_argument("--stage", type=int, default=1)
+    step.add_argument("--batch", type=int, default=8)
+    step.add_argument("--iters", type=int, default=6, help="steps to run; the first is not timed")
+    step.add_argument("--compile", action="store_true")
+    step.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    step.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    smp = sub.add_parser("sample", help="time and peak memory of sampling one video (untrained chain)")
+    smp.add_argument("--preset", default="ssw-128")
+    smp.add_argument("--frames", type=int, nargs="+", default=[100, 400, 1000])
+    smp.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    one = sub.add_parser("sample-one", help=argparse.SUPPRESS)  # one length, in a fresh process
+    one.add_argument("--preset")
+    one.add_argument("--frames", type=int)
+    one.add_argument("--device")
+    return p.parse_args(argv)
+
+
+# -----------------------------------------------------------------------------
+# cost: saved-for-backward bytes and FLOPs on the meta device
+
+def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
+    """One training iteration of (preset, stage) on clips of clip_frames frames: the bytes of
+    distinct activation storages autograd saves for backward in a D step and in a G step
+    (parameters excluded), and the FLOPs of d_steps D steps + one G step, forward + backward."""
+    import train  # the real step functions, not copies
+    d_steps = 2
+    cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames)
+    nets = [m.to("meta") if m is not None else None for m in build_stage(cfg)]
+    G, D_s, D_t, D_m = nets
+    params = {p.untyped_storage()._cdata for m in nets if m is not None for p in m.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = t.untyped_storage()._cdata
+        if key not in params:
+            saved[key] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.device("meta"):
+        x = torch.randn(batch, 3, cfg.out_frames, cfg.out_size, cfg.out_size)
+        c = torch.randn(batch, 3, cfg.cond_frames, cfg.cond_size, cfg.cond_size) if stage > 1 else None
+        y = torch.zeros(batch, dtype=torch.long)
+        with FlopCounterMode(display=False) as flops:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss_D, _ = train.d_loss(G, D_s, D_t, D_m, cfg, x, c, y, 1.0, False)
+            bytes_D, saved = sum(saved.values()), {}
+            loss_D.backward()
+            flops_D = flops.get_total_flops()
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss_G = train.g_loss(G, D_s, D_t, D_m, cfg, c, y, 1.0)
+            bytes_G = sum(saved.values())
+            loss_G.backward()
+            flops_G = flops.get_total_flops() - flops_D
+    return {"preset": preset, "stage": stage, "clip_frames": clip_frames,
+            "out": f"{cfg.out_frames}@{cfg.out_size}", "saved_D_GB": bytes_D / 1e9, "saved_G_GB": bytes_G / 1e9,
+            "TFLOP_per_iter": (d_steps * flops_D + flops_G) / 1e12}
+
+
+def cost(args: argparse.Namespace) -> None:
+    print(f"batch {args.batch}; saved = activation bytes autograd keeps for backward in one D / G step")
+    print(f"{'preset':8} {'stage':>5} {'clip T':>6} {'makes':>8} {'saved D GB':>11} {'saved G GB':>11} "
+          f"{'TFLOP/iter':>11}")
+    rows = [("ssw-128", s) for s in (1, 2, 3)] + [("dvd-128", 1)]
+    for preset, stage in rows:
+        for frames in args.frames:
+            r = step_cost(preset, stage, frames, args.batch)
+            print(f"{preset:8} {stage:>5} {frames:>6} {r['out']:>8} {r['saved_D_GB']:>11.3f} "
+                  f"{r['saved_G_GB']:>11.3f} {r['TFLOP_per_iter']:>11.2f}")
+
+
+# -----------------------------------------------------------------------------
+# step: a real short training run; the status lines give s/it
+
+def step_time(args: argparse.Namespace) -> None:
+    import train
+    with tempfile.TemporaryDirectory() as out:
+        argv = ["--preset", args.preset, "--stage", str(args.stage), "--batch-size", str(args.batch),
+                "--max-iters", str(args.iters), "--log-every", "1", "--sample-every", "1000000",
+                "--workers", "1", "--out", out, "--device", args.device, "--dtype", args.dtype]
+        t0 = time.time()
+        train.train(train.get_args(argv + (["--compile"] if args.compile else [])))
+        total = time.time() - t0
+        steps = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    per_step = [r["s_per_it"] for r in steps if "s_per_it" in r]
+    first, rest = per_step[0], per_step[1:]
+    print(f"{args.preset} stage {args.stage} batch {args.batch} {args.dtype} "
+          f"{'compiled' if args.compile else 'eager'} on {args.device}: first step {first:.2f} s, "
+          f"then {sum(rest) / len(rest):.3f} s/step (mean of {len(rest)}); whole run {total:.1f} s")
+
+
+# -----------------------------------------------------------------------------
+# sample: each length in a fresh process, so peak RSS is that length's alone
+
+def sample_one(args: argparse.Namespace) -> None:
+    import sample
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    chain = []
+    for s in range(1, len(PRESETS[args.preset]) + 1):
+        cfg = stage_config(args.preset, s, num_classes=5)
+        chain.append((cfg, (G1 if s == 1 else Gup)(cfg).to(device).eval()))
+    y = torch.zeros(1, dtype=torch.long)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.time()
+    video = sample.generate(chain, y, args.frames, None, None, device, torch.Generator().manual_seed(0))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.time() - t0
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps({"frames": video.shape[2], "size": video.shape[3], "seconds": seconds,
+                      "peak_bytes": peak, "output_bytes": video.numel() * 4}))
+
+
+def sample_sweep(args: argparse.Namespace) -> None:
+    kind = "GPU max allocated" if args.device.startswith("cuda") else "CPU peak RSS"
+    print(f"{args.preset}, one video, untrained weights, default chunk and overlap, on {args.device}")
+    print(f"{'frames':>6} {'seconds':>8} {kind + ' MB':>22} {'final video MB':>15}")
+    for frames in args.frames:
+        res = subprocess.run([sys.executable, __file__, "sample-one", "--preset", args.preset,
+                              "--frames", str(frames), "--device", args.device],
+                             capture_output=True, text=True, check=True)
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"{r['frames']:>6} {r['seconds']:>8.1f} {r['peak_bytes'] / 2**20:>22.0f} "
+              f"{r['output_bytes'] / 2**20:>15.0f}")
+
+
+if __name__ == "__main__":
+    a = get_args()
+    {"cost": cost, "step": step_time, "sample": sample_sweep, "sample-one": sample_one}[a.cmd](a)
