@@ -300,19 +300,19 @@ def train(args: argparse.Namespace) -> dict:
             print(f"resuming {ckpt_path} at step {step}")
     if world > 1:  # after resume, so every rank draws its own noise from the same point on
         torch.manual_seed(args.seed * 1000 + rank + step)
-        G, D_s, D_t = (DDP(m) for m in (G, D_s, D_t))
-        D_m = DDP(D_m) if D_m is not None else None
-    G_raw = G.module if world > 1 else G  # what EMA, checkpoints and samples use
+    # Data-parallel wrappers (torchrun): a D step syncs D grads, a G step G grads. The G step
+    # calls the Ds unwrapped: it needs no D gradient, and DDP would wait for one.
+    G_dp, D_s_dp, D_t_dp, D_m_dp = (DDP(m) if world > 1 and m is not None else m for m in (G, D_s, D_t, D_m))
 
     def checkpoint() -> dict:
-        ckpt = {"G": G_raw.state_dict(), "G_ema": G_ema.state_dict(),
+        ckpt = {"G": G.state_dict(), "G_ema": G_ema.state_dict(),
                 "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "step": step,
                 "rng": {"torch": torch.get_rng_state(),
                         **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
                 "args": vars(args), "config": asdict(cfg)}
         for name, D in (("D_s", D_s), ("D_t", D_t), ("D_m", D_m)):
             if D is not None:
-                ckpt[name] = (D.module if world > 1 else D).state_dict()
+                ckpt[name] = D.state_dict()
         return ckpt
 
     # --- compile (optional): the two step functions, modules stay uncompiled for checkpoints
@@ -348,7 +348,7 @@ def train(args: argparse.Namespace) -> dict:
                 skipped += int(batch["skipped"].sum())
                 data_time += time.time() - t0
                 with autocast:
-                    loss_D, logits = d_step_fn(G, D_s, D_t, D_m, cfg, x_real, c, y,
+                    loss_D, logits = d_step_fn(G_dp, D_s_dp, D_t_dp, D_m_dp, cfg, x_real, c, y,
                                                args.lambda_m, args.mismatch_negatives)
                 opt_D.zero_grad(set_to_none=True)
                 loss_D.backward()
@@ -357,13 +357,13 @@ def train(args: argparse.Namespace) -> dict:
             for D in Ds:  # G step on the last batch's labels (and real views): D grads not needed
                 D.requires_grad_(False)
             with autocast:
-                loss_G = g_step_fn(G, D_s, D_t, D_m, cfg, c, y, args.lambda_m)
+                loss_G = g_step_fn(G_dp, D_s, D_t, D_m, cfg, c, y, args.lambda_m)
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
             opt_G.step()
             for D in Ds:
                 D.requires_grad_(True)
-            ema_update(G_ema, G_raw, args.ema, step)
+            ema_update(G_ema, G, args.ema, step)
             step += 1
 
             losses = torch.stack([loss_D.detach(), loss_G.detach()]).float()

@@ -3,6 +3,8 @@ exact resume, checkpoint refusals, divergence handling, learning sanity checks."
 import json
 import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -178,3 +180,17 @@ def test_matching_discriminator_separates_matched_from_mismatched_pairs():
     D_m = MatchingD(cfg)
     fit(D_m, lambda: d_hinge(D_m(x, c, y), D_m(x, c.roll(1, 0), y)), steps=60)
     assert D_m(x, c, y).min() > D_m(x, c.roll(1, 0), y).max()
+
+
+def test_torchrun_two_processes(tmp_path):
+    """The scale-out command: torchrun with 2 CPU processes (gloo) trains and checkpoints."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py",
+           "--preset", "tiny", "--stage", "2", "--max-iters", "2", "--workers", "0", "--batch-size", "1",
+           "--device", "cpu", "--out", str(out)]
+    res = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "done at step 2" in res.stdout
+    ckpt, cfg = load_checkpoint(str(out / "ckpt.pt"))
+    assert ckpt["step"] == 2 and cfg.stage == 2
