@@ -360,7 +360,7 @@ class FrameFolderVideos(Dataset):
     a flat root is unconditional: num_classes == 0, y == 0). Item i -> (uint8 (frames, size,
     size, 3), y): video i % number of videos, a random start, frames taken every stride, the
     shorter side resized to size (antialiased bilinear), centre-cropped, randomly flipped
-    left-right; all a pure function of (seed, i).
+    left-right (unless flip=False, as for evaluation); all a pure function of (seed, i).
 
     Videos too short for (frames - 1) * stride + 1 frames, unreadable ones and frame folders
     mixing sizes are left out at listing with a warning. A video found corrupt while reading
@@ -370,8 +370,8 @@ class FrameFolderVideos(Dataset):
     max_tries = 20  # consecutive unreadable videos before an item gives up: the data is broken
 
     def __init__(self, root: str | Path, frames: int, size: int, stride: int = 1, seed: int = 0,
-                 length: int | None = None):
-        self.root, self.seed = Path(root), seed
+                 length: int | None = None, flip: bool = True):
+        self.root, self.seed, self.flip = Path(root), seed, flip
         self.frames, self.size, self.stride = frames, size, stride
         if not self.root.is_dir():
             raise ValueError(f"{self.root}: no such directory; expected {LAYOUT}")
@@ -452,7 +452,7 @@ class FrameFolderVideos(Dataset):
                 warnings.warn(f"{e}; skipping {path} for another video")
                 continue
             clip = self._resize_crop(clip)
-            if flip:
+            if flip and self.flip:
                 clip = np.ascontiguousarray(clip[:, :, ::-1])  # torch refuses negative strides
             return clip, y, skipped
         raise RuntimeError(f"{self.root}: {self.max_tries} videos in a row could not be read "

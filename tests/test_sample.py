@@ -8,7 +8,6 @@ from PIL import Image
 import sample
 from models import Gup, stage_config
 from sample import seam_error, seam_frames, upscale_chunked
-from train import get_args, train
 
 CPU = torch.device("cpu")
 
@@ -80,18 +79,6 @@ def test_seam_error_by_hand():
     assert seam_error(x, [3]) == pytest.approx(4.0)
     smooth = torch.arange(6.0).view(1, 1, 6, 1, 1)
     assert seam_error(smooth, [3]) == pytest.approx(1.0)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("chain")
-    paths = []
-    for stage in (1, 2, 3):
-        out = root / f"stage{stage}"
-        train(get_args(["--preset", "tiny", "--stage", str(stage), "--max-iters", "1", "--batch-size", "2",
-                        "--workers", "0", "--out", str(out)]))
-        paths.append(str(out / "ckpt.pt"))
-    return paths
 
 
 def test_end_to_end_files(checkpoints, tmp_path):
