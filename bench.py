@@ -4,6 +4,7 @@
                                          # every ssw-128 stage vs the dvd-128 baseline, 100/400 frames
     python bench.py step --preset tiny   # seconds per training step (real run of train.py)
     python bench.py sample               # time and peak memory to sample 100/400/1000 frames
+    python bench.py i3d                  # FVD's I3D: clips/s at 16x224x224
 
 `cost` runs on the meta device: shapes only, no arithmetic, so it is exact and takes seconds
 on any machine. `step` and `sample` measure the machine they run on (say which, when quoting).
@@ -41,6 +42,11 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     smp.add_argument("--preset", default="ssw-128")
     smp.add_argument("--frames", type=int, nargs="+", default=[100, 400, 1000])
     smp.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    i3d = sub.add_parser("i3d", help="FVD's I3D throughput in clips/s at 16x224x224")
+    i3d.add_argument("--batch", type=int, default=8)
+    i3d.add_argument("--iters", type=int, default=3, help="timed batches, after one warm-up batch")
+    i3d.add_argument("--compile", action="store_true")
+    i3d.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     one = sub.add_parser("sample-one", help=argparse.SUPPRESS)  # one length, in a fresh process
     one.add_argument("--preset")
     one.add_argument("--frames", type=int)
@@ -159,6 +165,31 @@ def sample_sweep(args: argparse.Namespace) -> None:
               f"{r['output_bytes'] / 2**20:>15.0f}")
 
 
+# -----------------------------------------------------------------------------
+# i3d: feature extraction speed, the cost of an FVD
+
+@torch.no_grad()
+def i3d_speed(args: argparse.Namespace) -> None:
+    import fvd
+    device = torch.device(args.device)
+    model = fvd.load_i3d().to(device)
+    run = torch.compile(model) if args.compile else model
+    x = torch.rand(args.batch, 3, 16, 224, 224, device=device) * 2 - 1
+    t0 = time.time()
+    run(x)  # warm-up (and the compile, with --compile)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    warm = time.time() - t0
+    t0 = time.time()
+    for _ in range(args.iters):
+        run(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    rate = args.batch * args.iters / (time.time() - t0)
+    print(f"I3D {'compiled' if args.compile else 'eager'} on {device}, batch {args.batch} of 16x224x224: "
+          f"{rate:.2f} clips/s (first batch {warm:.1f} s); 256 vs 256 videos: {512 / rate / 60:.1f} min")
+
+
 if __name__ == "__main__":
     a = get_args()
-    {"cost": cost, "step": step_time, "sample": sample_sweep, "sample-one": sample_one}[a.cmd](a)
+    {"cost": cost, "step": step_time, "sample": sample_sweep, "i3d": i3d_speed, "sample-one": sample_one}[a.cmd](a)

@@ -9,13 +9,15 @@ the reference example (16 black vs 16 white 15-frame 64x64 videos) gives 133.91.
 
     python fvd.py --real real.npy --fake fake.npy        # uint8 (N, T, H, W, 3) arrays
     python fvd.py --real videos/ --fake samples/ --n 2048 --frames 16
+    python fvd.py --real synthetic --ckpt out/stage1/ckpt.pt out/stage2/ckpt.pt out/stage3/ckpt.pt
 
 From Python (uint8 videos (N, T, H, W, 3), numpy or torch, any H, W):
     fvd(real, fake) -> float
     i3d_features(x) -> (B, 400) logits for x float (B, 3, T, 224, 224) in [-1, 1]
     frechet_distance(mu1, sigma1, mu2, sigma2) -> float
 
-The library part imports nothing of the project; only the CLI reads folders through data.py.
+The library part imports nothing of the project; only the CLI reads datasets through data.py
+and generates videos through sample.py.
 """
 import argparse
 import functools

@@ -156,7 +156,9 @@ def check_request(args: argparse.Namespace, chain: list[tuple[StageConfig, torch
 def main(argv: list[str] | None = None) -> np.ndarray:
     args = get_args(argv)
     device = torch.device(args.device)
-    paths = args.ckpt[:args.stages] if args.stages else args.ckpt
+    if args.stages is not None and not 1 <= args.stages <= len(args.ckpt):
+        raise ValueError(f"--stages {args.stages}: give 1..{len(args.ckpt)} (the checkpoints listed)")
+    paths = args.ckpt[:args.stages]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"no checkpoint at {', '.join(missing)}: train it with "

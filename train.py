@@ -92,14 +92,14 @@ class StepSampler(torch.utils.data.Sampler):
             yield from range(start, start + self.batch_size)
 
 
-def make_examples(args: argparse.Namespace, cfg: StageConfig, seed: int) -> StageExamples:
-    """The stage's training examples: dicts with x (the stage's view, windowed), c, y."""
+def make_clips(args: argparse.Namespace, cfg: StageConfig) -> torch.utils.data.Dataset:
+    """The preset's full-resolution clips: uint8 (T, H, W, 3) and a label per item."""
     if args.data == "synthetic":
-        clips = SyntheticVideos(cfg.clip_frames, cfg.clip_size, seed=seed)
-    else:
-        clips = FrameFolderVideos(args.data, cfg.clip_frames, cfg.clip_size,
-                                  stride=cfg.frame_stride, seed=seed)
-    return StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, seed=seed)
+        return SyntheticVideos(cfg.clip_frames, cfg.clip_size, seed=args.seed)
+    return FrameFolderVideos(args.data, cfg.clip_frames, cfg.clip_size, stride=cfg.frame_stride, seed=args.seed)
+
+
+HELDOUT = 2**40  # examples from this index on are never trained on: samples and grounding error
 
 
 # -----------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def write_samples(path: str, G_ema, cfg: StageConfig, fixed: dict) -> float | No
     return grounding_error(x, c)
 
 
-def fixed_inputs(cfg: StageConfig, heldout: StageExamples, device: torch.device, seed: int) -> dict:
+def fixed_inputs(cfg: StageConfig, examples: StageExamples, device: torch.device, seed: int) -> dict:
     """What every sample grid of a run is made from: fixed noise (and fixed held-out windows)."""
     g = torch.Generator().manual_seed(seed)
     if cfg.stage == 1:
@@ -192,7 +192,7 @@ def fixed_inputs(cfg: StageConfig, heldout: StageExamples, device: torch.device,
         y = torch.arange(n_cls).repeat_interleave(per_class)
         z = torch.randn(len(y), cfg.out_frames, cfg.z_dim, generator=g)
         return {"z": z.to(device), "y": y.to(device), "per_class": per_class}
-    batch = torch.utils.data.default_collate([heldout[i] for i in range(4)])
+    batch = torch.utils.data.default_collate([examples[HELDOUT + i] for i in range(4)])
     z = torch.randn(4, cfg.z_dim, *batch["c"].shape[2:], generator=g)
     return {"z": z.to(device), "y": batch["y"].to(device), "c": batch["c"].to(device), "x": batch["x"].to(device)}
 
@@ -250,12 +250,10 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
-    # --- data
-    examples = make_examples(args, stage_config(args.preset, args.stage), args.seed)
-    cfg = resolve_config(args, examples.clips.num_classes)
-    if examples.window != cfg.window:  # --window changed the row
-        examples = make_examples(args, cfg, args.seed)
-    heldout = make_examples(args, cfg, args.seed + 1)
+    # --- data: the stage's view (windowed, with its conditioning c) of the preset's clips
+    clips = make_clips(args, stage_config(args.preset, args.stage))
+    cfg = resolve_config(args, clips.num_classes)
+    examples = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, seed=args.seed)
     if args.dry_run:
         print(json.dumps({"args": vars(args), "config": asdict(cfg)}, indent=2))
         return {}
@@ -309,7 +307,10 @@ def train(args: argparse.Namespace) -> dict:
                 "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "step": step,
                 "rng": {"torch": torch.get_rng_state(),
                         **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
-                "args": vars(args), "config": asdict(cfg)}
+                "args": vars(args), "config": asdict(cfg),
+                # for a reader without models.py: what the stage maps, (T, H, W) -> (T, H, W)
+                "shapes": {"cond": [cfg.cond_frames, cfg.cond_size, cfg.cond_size] if cfg.stage > 1 else None,
+                           "out": [cfg.out_frames, cfg.out_size, cfg.out_size], "window": cfg.window}}
         for name, D in (("D_s", D_s), ("D_t", D_t), ("D_m", D_m)):
             if D is not None:
                 ckpt[name] = D.state_dict()
@@ -325,11 +326,13 @@ def train(args: argparse.Namespace) -> dict:
         generator=torch.Generator(),  # keeps the global RNG untouched: resume stays exact
         persistent_workers=args.workers > 0)
     batches = iter(loader)
-    fixed = fixed_inputs(cfg, heldout, device, args.seed) if main else None
+    fixed = fixed_inputs(cfg, examples, device, args.seed) if main else None
 
-    # Ctrl-C ends the run at the next step boundary with a checkpoint, so it can resume exactly.
+    # Ctrl-C (or a scheduler's SIGTERM) ends the run at the next step boundary with a
+    # checkpoint, so it can resume exactly.
     stop = {"now": False}
-    old_handler = signal.signal(signal.SIGINT, lambda *_: stop.update(now=True)) if main else None
+    old_handlers = {sig: signal.signal(sig, lambda *_: stop.update(now=True))
+                    for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
 
     # --- the loop
     sums, n_sum, skipped, data_time = {}, 0, 0, 0.0
@@ -409,8 +412,8 @@ def train(args: argparse.Namespace) -> dict:
                 save_checkpoint(ckpt_path, checkpoint())
                 t_ckpt = time.time()
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
 
     # --- final checkpoint
     if main:

@@ -3,6 +3,7 @@ exact resume, checkpoint refusals, divergence handling, learning sanity checks."
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 
@@ -10,10 +11,10 @@ import pytest
 import torch
 
 import train as train_module
-from data import view
+from data import StageExamples, to_float, view
 from losses import d_hinge
 from models import MatchingD, build_stage, load_checkpoint, stage_config
-from train import StepSampler, get_args, make_examples, train
+from train import StepSampler, get_args, make_clips, train
 
 
 def run(tmp_path, *extra, stage=1, iters=2, name="run"):
@@ -38,6 +39,8 @@ def test_smoke_writes_outputs(tmp_path, stage):
         assert any("grounding_error" in r for r in records)
     saved, cfg = load_checkpoint(str(out / "ckpt.pt"))
     assert cfg.stage == stage and cfg.num_classes == 5 and ("D_m" in saved) == (stage > 1)
+    assert saved["shapes"]["out"] == {1: [8, 8, 8], 2: [8, 16, 16], 3: [8, 32, 32]}[stage]
+    assert saved["shapes"]["cond"] == {1: None, 2: [4, 8, 8], 3: [4, 16, 16]}[stage]
 
 
 def test_dry_run_prints_config(tmp_path, capsys):
@@ -144,6 +147,11 @@ def test_step_sampler_indices():
     assert [next(s) for _ in range(4)] == [14, 15, 18, 19]  # batches 3, 4 of rank 1
 
 
+def fixed_batch(cfg, n=4):
+    examples = StageExamples(make_clips(get_args(["--preset", "tiny"]), cfg), cfg.view_s, cfg.view_t, cfg.window)
+    return torch.utils.data.default_collate([examples[i] for i in range(n)])
+
+
 def fit(D, loss_of, steps=40):
     opt = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.999))
     for _ in range(steps):
@@ -157,8 +165,7 @@ def test_dual_discriminators_learn_to_separate_real_from_fake():
     apart: every real logit ends above every fake one."""
     torch.manual_seed(0)
     cfg = stage_config("tiny", 1, num_classes=5)
-    batch = torch.utils.data.default_collate([make_examples(get_args(["--preset", "tiny"]), cfg, 0)[i]
-                                              for i in range(4)])
+    batch = fixed_batch(cfg)
     x_real, y = batch["x"], batch["y"]
     G, D_s, D_t, _ = build_stage(cfg)
     with torch.no_grad():
@@ -173,8 +180,7 @@ def test_matching_discriminator_separates_matched_from_mismatched_pairs():
     differs, so telling them apart means D_m reads the relation between x and c."""
     torch.manual_seed(0)
     cfg = stage_config("tiny", 2, num_classes=5)
-    batch = torch.utils.data.default_collate([make_examples(get_args(["--preset", "tiny"]), cfg, 0)[i]
-                                              for i in range(4)])
+    batch = fixed_batch(cfg)
     x, c, y = batch["x"], batch["c"], batch["y"]
     torch.testing.assert_close(c, view(x, 2, 2))
     D_m = MatchingD(cfg)
@@ -194,3 +200,39 @@ def test_torchrun_two_processes(tmp_path):
     assert "done at step 2" in res.stdout
     ckpt, cfg = load_checkpoint(str(out / "ckpt.pt"))
     assert ckpt["step"] == 2 and cfg.stage == 2
+
+
+@pytest.mark.parametrize("preset,stage", [("tiny", 1), ("tiny", 2), ("tiny", 3), ("ssw-128", 1),
+                                          ("ssw-128", 2), ("ssw-128", 3)])
+def test_stage_examples_are_views_of_the_preset_clips(preset, stage):
+    """What train.py feeds a stage: x = view(clip, s, t) (windowed for stages >= 2), c = view(x, 2, 2),
+    at the sizes the preset table promises; ssw-128 stage 1 sees view(clip, 4, 4) of 100@128."""
+    cfg = stage_config(preset, stage, num_classes=5)
+    clips = make_clips(get_args(["--preset", preset]), cfg)
+    item = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window)[3]
+    assert item["x"].shape == (3, cfg.out_frames, cfg.out_size, cfg.out_size)
+    clip, y = clips[3]
+    assert clip.shape == (cfg.clip_frames, cfg.clip_size, cfg.clip_size, 3) and item["y"] == y
+    if stage == 1:
+        torch.testing.assert_close(item["x"], view(to_float(clip), cfg.view_s, cfg.view_t), rtol=0, atol=0)
+    else:
+        assert item["c"].shape == (3, cfg.cond_frames, cfg.cond_size, cfg.cond_size)
+        torch.testing.assert_close(item["c"], view(item["x"], 2, 2), rtol=0, atol=0)
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
+    """A scheduler's SIGTERM (or Ctrl-C) ends the run cleanly: a checkpoint of the last whole
+    step, and rerunning the command continues from it."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "--preset", "tiny", "--max-iters", "100000", "--batch-size", "2",
+           "--workers", "0", "--out", str(out), "--log-every", "1"]
+    proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until training is under way
+        if line.startswith("step 3 "):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0 and "stopped at step" in rest
+    ckpt, _ = load_checkpoint(str(out / "ckpt.pt"))
+    assert ckpt["step"] >= 3 and f"stopped at step {ckpt['step']}" in rest
