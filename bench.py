@@ -4,6 +4,7 @@
                                          # every ssw-128 stage vs the dvd-128 baseline, 100/400 frames
     python bench.py step --preset tiny   # seconds per training step (real run of train.py)
     python bench.py sample               # time and peak memory to sample 100/400/1000 frames
+    python bench.py data                 # training examples/s per DataLoader worker
     python bench.py i3d                  # FVD's I3D: clips/s at 16x224x224
 
 `cost` runs on the meta device: shapes only, no arithmetic, so it is exact and takes seconds
@@ -47,6 +48,9 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     i3d.add_argument("--iters", type=int, default=3, help="timed batches, after one warm-up batch")
     i3d.add_argument("--compile", action="store_true")
     i3d.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    dat = sub.add_parser("data", help="training examples/s of each stage on the built-in data, one process")
+    dat.add_argument("--preset", default="ssw-128")
+    dat.add_argument("--n", type=int, default=40, help="examples timed per stage")
     one = sub.add_parser("sample-one", help=argparse.SUPPRESS)  # one length, in a fresh process
     one.add_argument("--preset")
     one.add_argument("--frames", type=int)
@@ -166,6 +170,23 @@ def sample_sweep(args: argparse.Namespace) -> None:
 
 
 # -----------------------------------------------------------------------------
+# data: how fast one DataLoader worker makes a stage's examples
+
+def data_speed(args: argparse.Namespace) -> None:
+    from data import StageExamples, SyntheticVideos
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    for stage in range(1, len(PRESETS[args.preset]) + 1):
+        cfg = stage_config(args.preset, stage)
+        examples = StageExamples(SyntheticVideos(cfg.clip_frames, cfg.clip_size), cfg.view_s, cfg.view_t,
+                                 cfg.window)
+        t0 = time.time()
+        for i in range(args.n):
+            examples[i]
+        print(f"{args.preset} stage {stage} ({cfg.out_frames}@{cfg.out_size} from {cfg.clip_frames}@"
+              f"{cfg.clip_size} clips): {args.n / (time.time() - t0):.1f} examples/s per worker")
+
+
+# -----------------------------------------------------------------------------
 # i3d: feature extraction speed, the cost of an FVD
 
 @torch.no_grad()
@@ -192,4 +213,5 @@ def i3d_speed(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     a = get_args()
-    {"cost": cost, "step": step_time, "sample": sample_sweep, "i3d": i3d_speed, "sample-one": sample_one}[a.cmd](a)
+    {"cost": cost, "step": step_time, "sample": sample_sweep, "data": data_speed, "i3d": i3d_speed,
+     "sample-one": sample_one}[a.cmd](a)

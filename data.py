@@ -278,6 +278,13 @@ class SyntheticVideos(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        clip, y, _ = self.load(i)
+        return clip, y
+
+    def load(self, i: int, frames: range | None = None) -> tuple[np.ndarray, int, int]:
+        """Item i as (uint8 (len(frames), size, size, 3), y, 0): only the clip frames listed in
+        `frames` (default all) are rendered, each exactly as in the whole clip. The 0 is the
+        count of skipped bad videos, to match FrameFolderVideos.load."""
         rng = np.random.default_rng([self.seed, i])
         # Draw every parameter for max_shapes before using any, in a fixed order, so that the
         # scene depends only on (seed, i), never on size or frames.
@@ -299,8 +306,9 @@ class SyntheticVideos(Dataset):
         colour = _PALETTE[rng.permutation(len(_PALETTE))[:self.max_shapes]]
         colour = np.clip(colour + rng.uniform(-0.08, 0.08, colour.shape), 0, 1).astype(np.float32)
 
-        T, S = self.frames, self.size
-        tau = np.arange(T) / T  # (T,) clip time of each frame
+        frames = range(self.frames) if frames is None else frames
+        T, S = len(frames), self.size  # T: frames rendered
+        tau = np.asarray(frames) / self.frames  # (T,) clip time of each rendered frame
         pixel = (np.arange(S, dtype=np.float32) + 0.5) / S  # (S,) pixel centres
 
         # Background: base colour plus drifting plane waves, each tinting with its own colour.
@@ -349,7 +357,7 @@ class SyntheticVideos(Dataset):
         # In place: at 100 frames of 128 x 128 each fresh float copy costs as much as a shape.
         video *= 255
         video += 0.5
-        return np.clip(video, 0, 255, out=video).astype(np.uint8), y
+        return np.clip(video, 0, 255, out=video).astype(np.uint8), y, 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,8 +443,10 @@ class FrameFolderVideos(Dataset):
         clip, y, _ = self.load(i)
         return clip, y
 
-    def load(self, i: int) -> tuple[np.ndarray, int, int]:
-        """Item i as (uint8 (frames, size, size, 3), y, number of corrupt videos skipped)."""
+    def load(self, i: int, frames: range | None = None) -> tuple[np.ndarray, int, int]:
+        """Item i as (uint8 (len(frames), size, size, 3), y, number of corrupt videos skipped):
+        only the clip frames listed in `frames` (default all) are decoded and resized."""
+        frames = range(self.frames) if frames is None else frames
         rng = np.random.default_rng([self.seed, i])
         candidates = itertools.chain([i % len(self.videos)], self._fallbacks(i))
         for skipped, k in enumerate(itertools.islice(candidates, self.max_tries)):
@@ -444,10 +454,12 @@ class FrameFolderVideos(Dataset):
             start = int(rng.integers(0, n - self.span + 1))
             flip = rng.random() < 0.5
             try:
-                clip = read_video(path, slice(start, start + self.span, self.stride))
-                if len(clip) != self.frames:
-                    raise ValueError(f"{path}: got {len(clip)} of {self.frames} frames from "
-                                     f"{start}; its header promised {n}")
+                # Clip frame f is source frame start + f * stride.
+                first, last = start + frames[0] * self.stride, start + frames[-1] * self.stride
+                clip = read_video(path, slice(first, last + 1, frames.step * self.stride))
+                if len(clip) != len(frames):
+                    raise ValueError(f"{path}: got {len(clip)} of {len(frames)} frames from "
+                                     f"{first}; its header promised {n}")
             except (ValueError, OSError) as e:
                 warnings.warn(f"{e}; skipping {path} for another video")
                 continue
@@ -483,7 +495,8 @@ class FrameFolderVideos(Dataset):
 # What a stage trains on
 
 class StageExamples(Dataset):
-    """A stage's training examples from a clip dataset (items (uint8 (T, H, W, 3), y)).
+    """A stage's training examples from a clip dataset (SyntheticVideos or FrameFolderVideos:
+    anything with `frames` and `load(i, frames) -> (uint8 (T, H, W, 3), y, skipped)`).
     Item i -> {"x": view(to_float(clip), view_s, view_t): (3, T', H', W') in [-1, 1], cut to a
     random window of `window` frames if window is given; "c": view(x, 2, 2), the window's
     conditioning (only with window); "y": class; "skipped": corrupt videos skipped for it}.
@@ -501,24 +514,25 @@ class StageExamples(Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> dict:
-        if isinstance(self.clips, FrameFolderVideos):
-            clip, y, skipped = self.clips.load(i)
-        else:
-            (clip, y), skipped = self.clips[i], 0
-        x = view(to_float(clip), self.view_s, self.view_t)  # (3, T', H', W')
-        item = {"x": x, "y": y, "skipped": skipped}
+        # Choose the clip frames the (windowed) view keeps, then load only those: the view is
+        # per frame, so this equals viewing the whole clip and cutting, at a fraction of the
+        # decoding or rendering (a 16-frame window of 100 frames loads 16).
+        T = math.ceil(self.clips.frames / self.view_t)  # frames of the whole view
         if self.window is None:
-            return item
-        T = x.shape[1]
-        if T < self.window:
+            start, n = 0, T
+        elif T < self.window:
             raise ValueError(f"window={self.window} frames is longer than the view: clips of "
-                             f"{len(clip)} frames viewed at t={self.view_t} have {T}")
-        # The trailing 1 keeps this stream apart from the clip dataset's, which may share seed.
-        start = int(np.random.default_rng([self.seed, i, 1]).integers(0, T - self.window + 1))
-        x = x[:, start:start + self.window]  # (3, window, H', W')
-        c = view(x, 2, 2)  # (3, window / 2, H' / 2, W' / 2)
-        assert c.shape[1] * 2 == x.shape[1], (x.shape, c.shape)
-        item["x"], item["c"] = x, c
+                             f"{self.clips.frames} frames viewed at t={self.view_t} have {T}")
+        else:
+            # The trailing 1 keeps this stream apart from the clip dataset's (same seed).
+            start = int(np.random.default_rng([self.seed, i, 1]).integers(0, T - self.window + 1))
+            n = self.window
+        frames = range(start * self.view_t, (start + n) * self.view_t, self.view_t)
+        clip, y, skipped = self.clips.load(i, frames)             # (n, H, W, 3) uint8
+        x = view(to_float(clip), self.view_s, 1)                  # (3, n, H', W')
+        item = {"x": x, "y": y, "skipped": skipped}
+        if self.window is not None:
+            item["c"] = view(x, 2, 2)                             # (3, n / 2, H' / 2, W' / 2)
         return item
 
 

@@ -93,13 +93,28 @@ def test_synthetic_is_the_same_scene_at_any_size_and_length():
 
 class CountingClips(torch.utils.data.Dataset):
     """Clip k: 16 frames of 8 x 8 where frame t is uniformly 8 t, so a window tells its start."""
+    frames = 16
 
     def __len__(self):
         return 200
 
-    def __getitem__(self, k):
-        return np.arange(0, 128, 8, dtype=np.uint8)[:, None, None, None].repeat(8, 1) \
-            .repeat(8, 2).repeat(3, 3), k % 3
+    def load(self, k, frames):
+        clip = (8 * np.asarray(frames, dtype=np.uint8))[:, None, None, None].repeat(8, 1).repeat(8, 2)
+        return clip.repeat(3, 3), k % 3, 0
+
+
+@pytest.mark.parametrize("view_t,window", [(4, None), (2, None), (2, 6), (1, 4)])
+def test_stage_examples_load_only_their_frames_yet_equal_the_whole_view(view_t, window):
+    """StageExamples renders just the frames its (windowed) view keeps; that must be exactly
+    view() of the whole clip, cut to the same window."""
+    clips = SyntheticVideos(frames=20, size=16, seed=3)
+    examples = StageExamples(clips, view_s=2, view_t=view_t, window=window, seed=5)
+    for i in range(3):
+        item = examples[i]
+        whole = view(to_float(clips[i][0]), 2, view_t)
+        T = item["x"].shape[1]
+        starts = [s for s in range(whole.shape[1] - T + 1) if torch.equal(whole[:, s:s + T], item["x"])]
+        assert len(starts) == 1 and (window is not None or T == whole.shape[1])
 
 
 def test_stage_examples_shapes():
@@ -171,6 +186,8 @@ def test_frame_folder_class_layout(tmp_path):
         red = clip[:, 8, 8, 0].astype(int)
         assert (np.diff(red) == 20).all(), red  # stride 2 over frames in numeric name order
         flips.add(bool(clip[0, 8, 0, 1] > clip[0, 8, -1, 1]))
+        part, y, skipped = videos.load(i, range(1, 4, 2))  # frames 1 and 3 alone: same pixels
+        assert np.array_equal(part, clip[1:4:2]) and skipped == 0
     assert flips == {True, False}
     assert len(FrameFolderVideos(tmp_path, frames=4, size=16, length=50)) == 50
 
