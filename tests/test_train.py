@@ -12,7 +12,7 @@ import torch
 
 import train as train_module
 from data import StageExamples, to_float, view
-from losses import d_hinge
+from losses import d_hinge, d_hinge_negative
 from models import MatchingD, build_stage, load_checkpoint, stage_config
 from train import StepSampler, get_args, make_clips, train
 
@@ -236,3 +236,27 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     assert proc.returncode == 0 and "stopped at step" in rest
     ckpt, _ = load_checkpoint(str(out / "ckpt.pt"))
     assert ckpt["step"] >= 3 and f"stopped at step {ckpt['step']}" in rest
+
+
+def test_mismatch_negatives_add_exactly_their_hinge_term():
+    """--mismatch-negatives: the D loss gains relu(1 + D_m(x, c of another video)) and nothing else."""
+    cfg = stage_config("tiny", 2, num_classes=5)
+    G, D_s, D_t, D_m = build_stage(cfg)
+    batch = fixed_batch(cfg)
+    losses = []
+    for mismatch in (False, True):
+        torch.manual_seed(0)  # the same noise and D_s frames in both calls
+        losses.append(train_module.d_loss(G, D_s, D_t, D_m, cfg, batch["x"], batch["c"], batch["y"],
+                                          0.5, mismatch)[0])
+    extra = d_hinge_negative(D_m(batch["x"], batch["c"].roll(1, 0), batch["y"]))
+    torch.testing.assert_close(losses[1] - losses[0], 0.5 * extra)
+    assert extra > 0
+
+
+@pytest.mark.parametrize("flags", [["--dtype", "bfloat16"], ["--mismatch-negatives"]])
+def test_smoke_with_option(tmp_path, flags):
+    """The options that change the step run end to end: bf16 autocast, extra D_m negatives."""
+    ckpt = run(tmp_path, *flags, stage=2)
+    assert ckpt["step"] == 2
+    weights = state(ckpt)
+    assert all(torch.isfinite(v).all() and v.dtype != torch.bfloat16 for v in weights.values())
