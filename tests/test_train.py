@@ -96,6 +96,7 @@ def test_other_architecture_refused(tmp_path):
         run(tmp_path, "--window", "4", stage=2, iters=2)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hostile pickle is protocol 4
 def test_non_checkpoint_refused(tmp_path):
     """A pickle that is not ours (and would run code under full pickle) is refused by name."""
     out = tmp_path / "run"
