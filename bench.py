@@ -22,6 +22,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import fvd
+import sample
+import train  # the real step functions, not copies
+from data import StageExamples, SyntheticVideos
 from models import G1, PRESETS, Gup, build_stage, stage_config
 
 
@@ -65,7 +69,6 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
     """One training iteration of (preset, stage) on clips of clip_frames frames: the bytes of
     distinct activation storages autograd saves for backward in a D step and in a G step
     (parameters excluded), and the FLOPs of d_steps D steps + one G step, forward + backward."""
-    import train  # the real step functions, not copies
     d_steps = 2
     cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames)
     nets = [m.to("meta") if m is not None else None for m in build_stage(cfg)]
@@ -115,7 +118,6 @@ def cost(args: argparse.Namespace) -> None:
 # step: a real short training run; the status lines give s/it
 
 def step_time(args: argparse.Namespace) -> None:
-    import train
     with tempfile.TemporaryDirectory() as out:
         argv = ["--preset", args.preset, "--stage", str(args.stage), "--batch-size", str(args.batch),
                 "--max-iters", str(args.iters), "--log-every", "1", "--sample-every", "1000000",
@@ -135,7 +137,6 @@ def step_time(args: argparse.Namespace) -> None:
 # sample: each length in a fresh process, so peak RSS is that length's alone
 
 def sample_one(args: argparse.Namespace) -> None:
-    import sample
     device = torch.device(args.device)
     torch.manual_seed(0)
     chain = []
@@ -173,7 +174,6 @@ def sample_sweep(args: argparse.Namespace) -> None:
 # data: how fast one DataLoader worker makes a stage's examples
 
 def data_speed(args: argparse.Namespace) -> None:
-    from data import StageExamples, SyntheticVideos
     torch.set_num_threads(1)  # as in a DataLoader worker
     for stage in range(1, len(PRESETS[args.preset]) + 1):
         cfg = stage_config(args.preset, stage)
@@ -191,7 +191,6 @@ def data_speed(args: argparse.Namespace) -> None:
 
 @torch.no_grad()
 def i3d_speed(args: argparse.Namespace) -> None:
-    import fvd
     device = torch.device(args.device)
     model = fvd.load_i3d().to(device)
     run = torch.compile(model) if args.compile else model

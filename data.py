@@ -257,7 +257,25 @@ _PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200]
                      [250, 250, 250], [20, 20, 20]], np.float32) / 255  # far from the background
 
 
-class SyntheticVideos(Dataset):
+class Clips(Dataset):
+    """What SyntheticVideos and FrameFolderVideos share: `length` items of `frames`-frame clips.
+    Item i -> (uint8 (frames, size, size, 3), y); load(i, frames) reads a subset of the frames
+    and also counts skipped bad videos."""
+    frames: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        clip, y, _ = self.load(i)
+        return clip, y
+
+    def load(self, i: int, frames: range | None = None) -> tuple[np.ndarray, int, int]:
+        raise NotImplementedError
+
+
+class SyntheticVideos(Clips):
     """Built-in dataset: 1-3 shapes of one kind (the class y) in distinct colours and sizes,
     bouncing off the borders, slowly rotating and pulsing, over smooth colour stripes that
     drift. Item i -> (uint8 (frames, size, size, 3), y), a pure function of (seed, i).
@@ -273,13 +291,6 @@ class SyntheticVideos(Dataset):
 
     def __init__(self, frames: int, size: int, seed: int = 0, length: int = 100_000):
         self.frames, self.size, self.seed, self.length = frames, size, seed, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        clip, y, _ = self.load(i)
-        return clip, y
 
     def load(self, i: int, frames: range | None = None) -> tuple[np.ndarray, int, int]:
         """Item i as (uint8 (len(frames), size, size, 3), y, 0): only the clip frames listed in
@@ -363,7 +374,7 @@ class SyntheticVideos(Dataset):
 # ----------------------------------------------------------------------------------------------
 # Videos from disk
 
-class FrameFolderVideos(Dataset):
+class FrameFolderVideos(Clips):
     """Videos on disk, in the layout LAYOUT describes (classes sorted by folder name -> index;
     a flat root is unconditional: num_classes == 0, y == 0). Item i -> (uint8 (frames, size,
     size, 3), y): video i % number of videos, a random start, frames taken every stride, the
@@ -436,13 +447,6 @@ class FrameFolderVideos(Dataset):
             return 0
         return n
 
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        clip, y, _ = self.load(i)
-        return clip, y
-
     def load(self, i: int, frames: range | None = None) -> tuple[np.ndarray, int, int]:
         """Item i as (uint8 (len(frames), size, size, 3), y, number of corrupt videos skipped):
         only the clip frames listed in `frames` (default all) are decoded and resized."""
@@ -502,7 +506,7 @@ class StageExamples(Dataset):
     conditioning (only with window); "y": class; "skipped": corrupt videos skipped for it}.
     The window start is uniform over 0 .. T' - window, a pure function of (seed, i)."""
 
-    def __init__(self, clips: Dataset, view_s: int, view_t: int, window: int | None,
+    def __init__(self, clips: Clips, view_s: int, view_t: int, window: int | None,
                  seed: int = 0):
         if window is not None and (window < 2 or window % 2):
             raise ValueError(f"window={window}: must be even, so that its view(x, 2, 2) has "

@@ -12,6 +12,7 @@ Every conv and linear carries spectral norm (torch.nn.utils.parametrizations.spe
 over an orthogonal init, as in BigGAN / DVD-GAN.
 """
 import math
+import os
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -395,7 +396,6 @@ CHECKPOINT_KEYS = ("G", "G_ema", "D_s", "D_t", "opt_G", "opt_D", "step", "rng", 
 def load_checkpoint(path: str) -> tuple[dict, StageConfig]:
     """Read a stage checkpoint safely (weights_only=True) -> (checkpoint dict, its StageConfig).
     Anything that is not one of ours is refused with a message that names the file."""
-    import os
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}: train the stage first "
                                 f"(python train.py --stage N) or fix the path")

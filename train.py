@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data import FrameFolderVideos, StageExamples, SyntheticVideos, to_uint8, video_grid, view, write_gif
+from data import Clips, FrameFolderVideos, StageExamples, SyntheticVideos, to_uint8, video_grid, view, write_gif
 from losses import d_hinge, d_hinge_negative, g_hinge
 from models import PRESETS, StageConfig, build_stage, load_checkpoint, stage_config
 
@@ -92,7 +92,7 @@ class StepSampler(torch.utils.data.Sampler):
             yield from range(start, start + self.batch_size)
 
 
-def make_clips(args: argparse.Namespace, cfg: StageConfig) -> torch.utils.data.Dataset:
+def make_clips(args: argparse.Namespace, cfg: StageConfig) -> Clips:
     """The preset's full-resolution clips: uint8 (T, H, W, 3) and a label per item."""
     if args.data == "synthetic":
         return SyntheticVideos(cfg.clip_frames, cfg.clip_size, seed=args.seed)
