@@ -484,20 +484,23 @@ def video_batches(path: Path, n: int, frames: int, batch: int) -> tuple[int, Ite
     return len(files), batches()
 
 
-def real_batches(args, clip_frames: int, clip_size: int) -> tuple[int, Iterator]:
-    """(count, batches of uint8 (b, frames, H, W, 3)) of real clips for --real: 'synthetic'
-    (the built-in data at the preset's clip length and size, first --frames frames), a .npy,
-    or any dataset folder data.py reads (random clips, resized to the clip size, no flip)."""
-    from data import FrameFolderVideos, SyntheticVideos
-    if args.real == "synthetic":
-        clips = SyntheticVideos(clip_frames, clip_size, seed=FVD_SEED)
-        return args.n, (np.stack([clips[i][0][:args.frames] for i in range(k, min(k + args.batch, args.n))])
-                        for k in range(0, args.n, args.batch))
+def real_batches(args, cfg) -> tuple[int, Iterator]:
+    """(count, batches of uint8 (b, frames, H, W, 3)) of real clips for --real, shaped like what
+    the chain's last stage makes: the whole video's view(clip, view_s, view_t) of the preset's
+    clips, its first --frames frames. --real is 'synthetic' (the built-in data), any dataset
+    folder data.py reads (random clips, no flip), or a .npy taken as it is."""
+    from data import FrameFolderVideos, StageExamples, SyntheticVideos, to_uint8
     path = Path(args.real)
-    if path.suffix == ".npy":
+    if args.real != "synthetic" and path.suffix == ".npy":
         return video_batches(path, args.n, args.frames, args.batch)
-    clips = FrameFolderVideos(path, args.frames, clip_size, seed=FVD_SEED, flip=False)
-    return args.n, (np.stack([clips[i][0] for i in range(k, min(k + args.batch, args.n))])
+    if args.real == "synthetic":
+        clips = SyntheticVideos(cfg.clip_frames, cfg.clip_size, seed=FVD_SEED)
+    else:
+        clips = FrameFolderVideos(path, cfg.clip_frames, cfg.clip_size, stride=cfg.frame_stride,
+                                  seed=FVD_SEED, flip=False)
+    views = StageExamples(clips, cfg.view_s, cfg.view_t, window=None)
+    return args.n, (np.stack([to_uint8(views[i]["x"][:, :args.frames]).numpy()
+                              for i in range(k, min(k + args.batch, args.n))])
                     for k in range(0, args.n, args.batch))
 
 
@@ -538,7 +541,7 @@ def get_args(argv=None):
     p.add_argument("--device", default="cpu", help="torch device for I3D (and the chain), e.g. cuda")
     p.add_argument("--cache", type=Path, default=None,
                    help="real statistics cache (default: <real>.fvd-stats.npz beside --real, "
-                        "or fvd-stats-synthetic-<preset>.npz)")
+                        "or fvd-stats-synthetic-<preset>-stage<N>.npz)")
     args = p.parse_args(argv)
     if args.frames < MIN_FRAMES:
         p.error(f"--frames must be at least {MIN_FRAMES} (I3D's shortest clip)")
@@ -553,23 +556,25 @@ def main(argv=None) -> float:
     if args.ckpt is not None:
         from sample import load_chain
         chain = load_chain(args.ckpt, torch.device(args.device))
-    cfg = chain[-1][0] if chain is not None else None
-    if cfg is None:
-        from models import stage_config
-        cfg = stage_config(args.preset, 1)
+    if chain is not None:
+        cfg = chain[-1][0]  # the real clips are viewed as its last stage makes videos
+    else:
+        from models import PRESETS
+        cfg = PRESETS[args.preset][-1]
     model = load_i3d(args.i3d).to(args.device)
     real_id = "synthetic" if args.real == "synthetic" else str(Path(args.real).resolve())
     settings = {"real": real_id, "n": args.n, "frames": args.frames, "weights": model.weights_id,
-                "clip_frames": cfg.clip_frames, "clip_size": cfg.clip_size, "seed": FVD_SEED}
+                "clip_frames": cfg.clip_frames, "clip_size": cfg.clip_size, "view": [cfg.view_s, cfg.view_t],
+                "seed": FVD_SEED}
     if args.cache is not None:
         cache = args.cache
     elif args.real == "synthetic":
-        cache = Path(f"fvd-stats-synthetic-{cfg.preset}.npz")
+        cache = Path(f"fvd-stats-synthetic-{cfg.preset}-stage{cfg.stage}.npz")
     else:
         cache = Path(args.real).with_name(Path(args.real).name + ".fvd-stats.npz")
 
     def real_features():
-        count, batches = real_batches(args, cfg.clip_frames, cfg.clip_size)
+        count, batches = real_batches(args, cfg)
         return video_features(batches, model, count, progress=True)
 
     mu1, s1, n_real = cached_stats(cache, settings, real_features)

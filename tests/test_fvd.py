@@ -258,6 +258,12 @@ def test_cli_generates_from_checkpoints_against_synthetic(checkpoints, tmp_path,
     with np.load(cache) as z:
         settings = json.loads(str(z["settings"]))
     assert (settings["clip_frames"], settings["clip_size"], settings["real"]) == (32, 32, "synthetic")
+    assert settings["view"] == [1, 1]
     assert fvd.main(argv) == pytest.approx(score, rel=1e-9)  # same seed, same fakes, cached reals
+    # A chain stopped at stage 2 is scored against view(clip, 2, 2), cached apart.
+    assert fvd.main(["--real", "synthetic", "--ckpt", *checkpoints[:2], "--n", "3", "--frames", "10",
+                     "--batch", "3", "--cache", str(cache)]) != pytest.approx(score)
+    with np.load(cache) as z:
+        assert json.loads(str(z["settings"]))["view"] == [2, 2]
     with pytest.raises(SystemExit):
         fvd.get_args(["--real", "synthetic"])  # neither --fake nor --ckpt
