@@ -119,6 +119,7 @@ def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, x_real, c, y, lambda_m: float, mi
     B = x_real.shape[0]
     with torch.no_grad():
         x_fake = generate(G, cfg, c, y)
+    assert x_fake.shape == x_real.shape, f"G made {tuple(x_fake.shape)}, data is {tuple(x_real.shape)}"
     x, yy = torch.cat([x_real, x_fake]), torch.cat([y, y])                 # (2B, 3, T, H, W)
     logits_s, logits_t = D_s(x, yy), D_t(x, yy)                             # (2B,)
     loss = d_hinge(logits_s[:B], logits_s[B:]) + d_hinge(logits_t[:B], logits_t[B:])
