@@ -16,7 +16,6 @@ import argparse
 import copy
 import itertools
 import json
-import math
 import os
 import resource
 import signal
