@@ -192,7 +192,7 @@ def test_matching_discriminator_separates_matched_from_mismatched_pairs():
 def test_torchrun_two_processes(tmp_path):
     """The scale-out command: torchrun with 2 CPU processes (gloo) trains and checkpoints."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
            "--preset", "tiny", "--stage", "2", "--max-iters", "2", "--workers", "0", "--batch-size", "1",
            "--device", "cpu", "--out", str(out)]
     res = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
