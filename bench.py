@@ -86,14 +86,15 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
         x = torch.randn(batch, 3, cfg.out_frames, cfg.out_size, cfg.out_size)
         c = torch.randn(batch, 3, cfg.cond_frames, cfg.cond_size, cfg.cond_size) if stage > 1 else None
         y = torch.zeros(batch, dtype=torch.long)
+        data = {"x": x, "y": y, **({"c": c} if c is not None else {})}
         with FlopCounterMode(display=False) as flops:
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss_D, _ = train.d_loss(G, D_s, D_t, D_m, cfg, x, c, y, 1.0, False)
+                loss_D, _ = train.d_loss(G, D_s, D_t, D_m, cfg, data, 1.0, False)
             bytes_D, saved = sum(saved.values()), {}
             loss_D.backward()
             flops_D = flops.get_total_flops()
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss_G = train.g_loss(G, D_s, D_t, D_m, cfg, c, y, 1.0)
+                loss_G = train.g_loss(G, D_s, D_t, D_m, cfg, data, 1.0)
             bytes_G = sum(saved.values())
             loss_G.backward()
             flops_G = flops.get_total_flops() - flops_D

@@ -112,9 +112,10 @@ def generate(G, cfg: StageConfig, c: torch.Tensor | None, y: torch.Tensor) -> to
     return G(c, torch.randn(B, cfg.z_dim, *c.shape[2:], device=y.device), y)
 
 
-def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, x_real, c, y, lambda_m: float, mismatch: bool):
+def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mismatch: bool):
     """Hinge over D_s + D_t (+ lambda_m D_m) on real and fake; real and fake go through each D
     as one batch. Returns (loss, logits) with logits[name] = (real, fake) means."""
+    x_real, c, y = batch["x"], batch.get("c"), batch["y"]
     B = x_real.shape[0]
     with torch.no_grad():
         x_fake = generate(G, cfg, c, y)
@@ -137,8 +138,9 @@ def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, x_real, c, y, lambda_m: float, mi
     return loss, {k: (v[:B].mean().detach(), v[B:].mean().detach()) for k, v in logits.items()}
 
 
-def g_loss(G, D_s, D_t, D_m, cfg: StageConfig, c, y, lambda_m: float):
+def g_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float):
     """Minus the mean scores of the same discriminators on a fresh fake batch."""
+    c, y = batch.get("c"), batch["y"]
     x_fake = generate(G, cfg, c, y)
     loss = g_hinge(D_s(x_fake, y)) + g_hinge(D_t(x_fake, y))
     if D_m is not None:
@@ -344,14 +346,11 @@ def train(args: argparse.Namespace) -> dict:
             G.train()
             for _ in range(args.d_steps):  # D steps, each on a fresh real batch
                 t0 = time.time()
-                batch = next(batches)
-                x_real = batch["x"].to(device, non_blocking=True)
-                c = batch["c"].to(device, non_blocking=True) if "c" in batch else None
-                y = batch["y"].to(device, non_blocking=True)
+                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
                 skipped += int(batch["skipped"].sum())
                 data_time += time.time() - t0
                 with autocast:
-                    loss_D, logits = d_step_fn(G_dp, D_s_dp, D_t_dp, D_m_dp, cfg, x_real, c, y,
+                    loss_D, logits = d_step_fn(G_dp, D_s_dp, D_t_dp, D_m_dp, cfg, batch,
                                                args.lambda_m, args.mismatch_negatives)
                 opt_D.zero_grad(set_to_none=True)
                 loss_D.backward()
@@ -360,7 +359,7 @@ def train(args: argparse.Namespace) -> dict:
             for D in Ds:  # G step on the last batch's labels (and real views): D grads not needed
                 D.requires_grad_(False)
             with autocast:
-                loss_G = g_step_fn(G_dp, D_s, D_t, D_m, cfg, c, y, args.lambda_m)
+                loss_G = g_step_fn(G_dp, D_s, D_t, D_m, cfg, batch, args.lambda_m)
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
             opt_G.step()

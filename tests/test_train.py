@@ -247,8 +247,7 @@ def test_mismatch_negatives_add_exactly_their_hinge_term():
     losses = []
     for mismatch in (False, True):
         torch.manual_seed(0)  # the same noise and D_s frames in both calls
-        losses.append(train_module.d_loss(G, D_s, D_t, D_m, cfg, batch["x"], batch["c"], batch["y"],
-                                          0.5, mismatch)[0])
+        losses.append(train_module.d_loss(G, D_s, D_t, D_m, cfg, batch, 0.5, mismatch)[0])
     extra = d_hinge_negative(D_m(batch["x"], batch["c"].roll(1, 0), batch["y"]))
     torch.testing.assert_close(losses[1] - losses[0], 0.5 * extra)
     assert extra > 0
