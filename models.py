@@ -43,6 +43,7 @@ class StageConfig:
     num_classes: int = 0          # 0 = unconditional (one implicit class)
     d_frames: int = 8             # k, the frames D_s scores per video
     frame_stride: int = 1         # frames of the source video between two clip frames
+    context: int = 0              # stages >= 2: conditioning frames of context each side of a window
 
     @property
     def out_frames(self) -> int:
@@ -133,6 +134,33 @@ def conv(dims: int, c_in: int, c_out: int, k: int) -> nn.Module:
     return sn(Conv(c_in, c_out, k, padding=k // 2))
 
 
+def masked(h: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Zero the frames outside the video before a temporal conv. valid (B, 1, T, 1, 1) float.
+    A conv over a chunk padded with masked frames sees exactly the zeros its own padding would
+    give at the video's end, so a padded chunk equals the chunk cut at the end (DESIGN.md 4)."""
+    return h if valid is None else h * valid
+
+
+def upsample(c: torch.Tensor, mode: str = "trilinear", valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The fixed interpolation of a conditioning view c (B, C, Tc, Hc, Wc) -> (B, C, 2Tc, 2Hc, 2Wc)
+    that inverts c = view(x, 2, 2) on smooth videos: the floor an upscaler must beat.
+
+    view() keeps frames 0, 2, 4, ... and averages 2x2 pixel blocks. So in time, output frame 2k is
+    c[k] and frame 2k+1 lies halfway to c[k+1] ("trilinear"; the last frame holds, as does a frame
+    whose successor is outside the video, valid (B, Tc) bool), or repeats c[k] ("nearest"). In
+    space the pixel centres sit between the outputs' (bilinear, align_corners=False), or each
+    value fills its 2x2 block ("nearest"). F.interpolate's trilinear would put output frame 2k a
+    quarter frame before c[k]."""
+    if mode == "nearest":
+        return F.interpolate(c, scale_factor=2, mode="nearest")
+    c_next = torch.cat([c[:, :, 1:], c[:, :, -1:]], dim=2)            # (B, C, Tc, Hc, Wc)
+    if valid is not None:  # no successor inside the video: hold, as at the last frame
+        has_next = torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], dim=1)
+        c_next = torch.where(has_next[:, None, :, None, None], c_next, c)
+    frames = torch.stack([c, (c + c_next) / 2], dim=3).flatten(2, 3)  # (B, C, 2Tc, Hc, Wc)
+    return F.interpolate(frames, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False)
+
+
 class ConditionalBN(nn.Module):
     """BatchNorm3d whose gain and bias are linear functions of a per-video vector
     (BigGAN's conditional BN; the vector is [z_chunk, embed(y)] in G1, embed(y) in Gup)."""
@@ -175,9 +203,10 @@ class GBlock(nn.Module):
     def _upsample(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.up == (1, 1, 1) else F.interpolate(x, scale_factor=self.up, mode="nearest")
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self._upsample(F.relu(self.bn1(x, cond)))
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), cond)))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """valid (B, 1, T_out, 1, 1): frames inside the video (None: all), see masked()."""
+        h = masked(self._upsample(F.relu(self.bn1(x, cond))), valid)
+        h = self.conv2(masked(F.relu(self.bn2(self.conv1(h), cond)), valid))
         s = self._upsample(x)
         return h + (self.skip(s) if self.skip is not None else s)
 
@@ -219,6 +248,11 @@ class G1(nn.Module):
     as DVD-GAN unrolls its generator for longer (the first frames do not change: the GRU is
     causal). z[:, 0] doubles as BigGAN's hierarchical latent: its chunks, with embed(y),
     drive each GBlock's conditional BN.
+
+    No start-up transient: G1 makes `margin` more frames on each side of the video and drops
+    them, their latents mirroring the sequence's first and last (frame -k takes z[:, k]). So the
+    GRU has warmed up by frame 0, and no kept frame sees the convs' zero padding in time;
+    without this, frame 0 came out blurred and jumped to frame 1 (DESIGN.md section 3).
     """
 
     def __init__(self, cfg: StageConfig):
@@ -240,26 +274,42 @@ class G1(nn.Module):
         for name, w in self.gru.named_parameters():
             (nn.init.orthogonal_ if name.startswith("weight") else nn.init.zeros_)(w)
 
+    @property
+    def margin(self) -> int:
+        """Frames made and dropped on each side: the temporal radius of the 3D convs."""
+        return sum(block.time_radius for block in self.blocks) + self.out.kernel_size[0] // 2
+
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B, T, _ = z.shape
+        m = self.margin
+        k = torch.arange(1, m + 1, device=z.device)
+        mirror = torch.cat([k.flip(0).clamp(max=T - 1), torch.arange(T, device=z.device),
+                            (T - 1 - k).clamp(min=0)])          # (T + 2m,) latent of each frame
+        T2 = T + 2 * m
         e = self.embed(y)                                       # (B, z_dim)
-        h, _ = self.gru(z)                                      # (B, T, z_dim)
-        x = self.linear(h).view(B, T, self.base_ch, 4, 4)       # (B, T, C, 4, 4)
-        x = x.permute(0, 2, 1, 3, 4)                            # (B, C, T, 4, 4)
+        h, _ = self.gru(z[:, mirror])                           # (B, T + 2m, z_dim)
+        x = self.linear(h).view(B, T2, self.base_ch, 4, 4)      # (B, T + 2m, C, 4, 4)
+        x = x.permute(0, 2, 1, 3, 4)                            # (B, C, T + 2m, 4, 4)
         chunks = z[:, 0].chunk(self.n_blocks, dim=1)            # n_blocks x (B, z_dim / n_blocks)
         for block, z_chunk in zip(self.blocks, chunks):
             x = block(x, torch.cat([z_chunk, e], dim=1))
-        return torch.tanh(self.out(F.relu(self.out_bn(x))))     # (B, 3, T, H, W)
+        x = torch.tanh(self.out(F.relu(self.out_bn(x))))        # (B, 3, T + 2m, H, W)
+        return x[:, :, m:m + T]                                 # (B, 3, T, H, W)
 
 
 class Gup(nn.Module):
-    """Upscaling generator Gup(c, z, y) -> (B, 3, 2Tc, 2Hc, 2Wc) in [-1, 1].
+    """Upscaling generator Gup(c, z, y) -> (B, 3, 2Tc, 2Hc, 2Wc), nominally in [-1, 1].
 
     c (B, 3, Tc, Hc, Wc) is the conditioning view, z (B, z_dim, Tc, Hc, Wc) a noise map at the
-    same resolution. Encoder conv -> GBlock at Tc -> GBlock doubling T, H, W -> GBlock at 2Tc
-    -> conv -> tanh. Fully convolutional in time with a finite receptive radius
+    same resolution. The output is upsample(c) plus a learned residual: encoder conv -> GBlock at
+    Tc -> GBlock doubling T, H, W -> GBlock at 2Tc -> conv. The residual's last conv starts at
+    zero, so at initialisation Gup *is* the interpolation and training can only add detail
+    (DESIGN.md section 3). Fully convolutional in time with a finite receptive radius
     (`receptive_radius`, in conditioning frames), and no batch statistics in eval mode, so it
     can slide over a video in chunks (DESIGN.md section 5).
+
+    `valid` (B, Tc) bool marks the frames inside the video when c is a chunk padded past the
+    video's ends (see upscale_chunk); None means every frame is real.
     """
 
     def __init__(self, cfg: StageConfig):
@@ -275,29 +325,55 @@ class Gup(nn.Module):
             GBlock(c2, c3, cfg.z_dim, up=(1, 1, 1)),
         ])
         self.out_bn = nn.BatchNorm3d(c3)
-        self.out = conv(3, c3, 3, 3)
+        # The residual's output layer: zero-initialised, hence no spectral norm (the spectral
+        # norm of a zero matrix is 0 and would divide by it). Gup starts as upsample(c).
+        self.out = nn.Conv3d(c3, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     @property
     def receptive_radius(self) -> int:
         """R: an output frame depends on conditioning (and noise) frames at most R away from the
         one it upsamples. Each temporal conv adds its half-width, measured in conditioning
-        frames: a conv after the 2x temporal upsampling sees half as far. Rounded up."""
+        frames: a conv after the 2x temporal upsampling sees half as far. Rounded up, and at
+        least the interpolation's 1 frame."""
         r = Fraction(self.encode.kernel_size[0] // 2)
         frames_per_cond = 1
         for block in self.blocks:
             frames_per_cond *= block.up[0]
             r += Fraction(block.time_radius, frames_per_cond)
         r += Fraction(self.out.kernel_size[0] // 2, frames_per_cond)
-        return math.ceil(r)
+        return max(math.ceil(r), 1)
 
-    def forward(self, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
         B, _, Tc, Hc, Wc = c.shape
         assert z.shape == (B, self.z_dim, Tc, Hc, Wc), f"noise map {tuple(z.shape)} vs c {tuple(c.shape)}"
-        e = self.embed(y)                                       # (B, z_dim)
-        h = self.encode(torch.cat([c, z], dim=1))               # (B, C, Tc, Hc, Wc)
+        mask = {Tc: None, 2 * Tc: None}                                 # frames -> valid mask
+        if valid is not None:
+            assert valid.shape == (B, Tc), f"valid {tuple(valid.shape)} vs c {tuple(c.shape)}"
+            mask[Tc] = valid.to(c.dtype).view(B, 1, Tc, 1, 1)          # (B, 1, Tc, 1, 1)
+            mask[2 * Tc] = mask[Tc].repeat_interleave(2, dim=2)         # (B, 1, 2Tc, 1, 1)
+        e = self.embed(y)                                               # (B, z_dim)
+        h = self.encode(masked(torch.cat([c, z], dim=1), mask[Tc]))    # (B, C, Tc, Hc, Wc)
         for block in self.blocks:
-            h = block(h, e)                                     # ends at (B, C, 2Tc, 2Hc, 2Wc)
-        return torch.tanh(self.out(F.relu(self.out_bn(h))))     # (B, 3, 2Tc, 2Hc, 2Wc)
+            h = block(h, e, mask[h.shape[2] * block.up[0]])             # ends at (B, C, 2Tc, 2Hc, 2Wc)
+        residual = self.out(masked(F.relu(self.out_bn(h)), mask[2 * Tc]))  # (B, 3, 2Tc, 2Hc, 2Wc)
+        return upsample(c, "trilinear", valid) + residual
+
+
+def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor,
+                  context: int) -> torch.Tensor:
+    """Run Gup on a padded chunk and keep its centre: the one forward of an upscaling stage,
+    shared by training (train.py) and sampling (sample.py), so a training forward *is* a
+    sampling chunk (DESIGN.md sections 4 and 5).
+
+    c (B, 3, context + n + context, Hc, Wc) holds n conditioning frames with `context` frames of
+    the video on each side; z the noise map of the same frames; valid (B, context + n + context)
+    bool marks the frames inside the video (the rest are zeros, masked inside Gup, so a chunk at
+    the video's start or end gives what the clamped chunk gives). -> (B, 3, 2n, 2Hc, 2Wc)."""
+    x = G(c, z, y, valid)                                    # (B, 3, 2(n + 2 context), 2Hc, 2Wc)
+    return x[:, :, 2 * context:x.shape[2] - 2 * context]    # (B, 3, 2n, 2Hc, 2Wc)
 
 
 # -----------------------------------------------------------------------------

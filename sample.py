@@ -17,12 +17,15 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from data import to_uint8, video_grid, write_gif, write_mp4
-from models import G1, Gup, StageConfig, load_checkpoint
+import fvd
+from data import StageExamples, open_clips, to_uint8, video_grid, write_gif, write_mp4
+from models import G1, Gup, StageConfig, load_checkpoint, upscale_chunk, upsample
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +47,14 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--fps", type=int, default=25, help="frame rate of the written GIF/MP4")
     p.add_argument("--out", default="samples", help="output folder")
+    p.add_argument("--ladder", action="store_true",
+                   help="instead of writing videos, print the FVD ladder of the chain's last stage "
+                        "(DESIGN.md section 7); --n videos per set (256 or more for real numbers)")
+    p.add_argument("--real", default="synthetic",
+                   help="--ladder: the real data, 'synthetic' (built-in) or a folder data.py reads")
+    p.add_argument("--fvd-frames", type=int, default=16, help="--ladder: the first frames of each video scored")
+    p.add_argument("--fvd-cache", default=os.path.join("out", "fvd-stats"),
+                   help="--ladder: folder of cached real statistics")
     return p.parse_args(argv)
 
 
@@ -55,24 +66,39 @@ def upscale_chunked(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, c
     """Run Gup over the whole conditioning video c in temporal chunks.
 
     c (B, 3, Tc, Hc, Wc) and z (B, zc, Tc, Hc, Wc) live on the CPU, whole; each chunk of `chunk`
-    frames goes to `device` with `overlap` more frames each side (fewer at the video ends) and
-    only its centre is written into the preallocated CPU output (B, 3, 2Tc, 2Hc, 2Wc). The
-    noise map is drawn once for the whole video, so a frame gets the same noise whatever the
-    chunking. A chunk >= Tc is the whole-video pass, the reference the chunks must equal.
+    frames goes to `device` with `overlap` more frames each side (zeros, marked not valid, past
+    the video's ends) through upscale_chunk, the forward training uses too, and only its centre
+    is written into the preallocated CPU output (B, 3, 2Tc, 2Hc, 2Wc). The noise map is drawn
+    once for the whole video, so a frame gets the same noise whatever the chunking. Running
+    Gup on the whole c at once is the reference the chunks must equal for overlap >= R.
     """
     B, _, Tc, Hc, Wc = c.shape
     out = torch.empty(B, 3, 2 * Tc, 2 * Hc, 2 * Wc)
     starts = range(0, Tc, chunk)
     for i, start in enumerate(starts):
         end = min(start + chunk, Tc)
-        lo, hi = max(0, start - overlap), min(Tc, end + overlap)
-        x = G(c[:, :, lo:hi].to(device), z[:, :, lo:hi].to(device), y)  # (B, 3, 2(hi-lo), 2Hc, 2Wc)
-        out[:, :, 2 * start:2 * end] = x[:, :, 2 * (start - lo):2 * (end - lo)].float().cpu()
+        c_chunk, valid = with_context(c, start, end, overlap)  # (B, 3, end - start + 2 overlap, Hc, Wc)
+        z_chunk, _ = with_context(z, start, end, overlap)
+        x = upscale_chunk(G, c_chunk.to(device), z_chunk.to(device), y, valid.to(device), overlap)
+        out[:, :, 2 * start:2 * end] = x.float().cpu()          # (B, 3, 2(end - start), 2Hc, 2Wc)
         if progress:
             print(f"\r{progress}: chunk {i + 1}/{len(starts)}", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
     return out
+
+
+def with_context(v: torch.Tensor, start: int, end: int, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames start - context .. end + context of a whole video v (B, C, T, H, W), zeros where
+    the video has none -> (chunk (B, C, end - start + 2 context, H, W), valid (B, that many) bool)."""
+    B, C, T, H, W = v.shape
+    lo, hi = max(0, start - context), min(T, end + context)
+    chunk = v.new_zeros(B, C, end - start + 2 * context, H, W)
+    valid = torch.zeros(B, end - start + 2 * context, dtype=torch.bool)
+    first = lo - (start - context)                             # where frame lo lands in the chunk
+    chunk[:, :, first:first + hi - lo] = v[:, :, lo:hi]
+    valid[:, first:first + hi - lo] = True
+    return chunk, valid
 
 
 def seam_frames(Tc: int, chunk: int) -> list[int]:
@@ -95,13 +121,14 @@ def seam_error(x: torch.Tensor, seams: list[int]) -> float:
 # Loading a chain of stages
 
 def load_chain(paths: list[str], device: torch.device) -> list[tuple[StageConfig, torch.nn.Module]]:
-    """[(cfg, G_ema in eval mode)] for stage 1, 2, ...; refuses a broken chain before any compute."""
+    """[(cfg, G_ema in eval mode)] for consecutive stages (1, 2, ... to sample; the ladder also
+    scores chains that start later); refuses a broken chain before any compute."""
     chain = []
-    for k, path in enumerate(paths, start=1):
+    for k, path in enumerate(paths):
         ckpt, cfg = load_checkpoint(path)
-        if cfg.stage != k:
-            raise ValueError(f"{path} is a stage-{cfg.stage} checkpoint but is position {k} in --ckpt: "
-                             f"list the checkpoints in stage order, stage 1 first")
+        if chain and cfg.stage != chain[0][0].stage + k:
+            raise ValueError(f"{path} is a stage-{cfg.stage} checkpoint but follows stage "
+                             f"{chain[-1][0].stage} in --ckpt: list the checkpoints in stage order")
         if chain:
             prev = chain[-1][0]
             if (cfg.preset, cfg.num_classes) != (prev.preset, prev.num_classes):
@@ -127,12 +154,173 @@ def generate(chain: list[tuple[StageConfig, torch.nn.Module]], y: torch.Tensor, 
     T1 = math.ceil(frames / 2 ** (len(chain) - 1))
     z = torch.randn(B, T1, cfg1.z_dim, generator=generator)
     x = G(z.to(device), y.to(device)).float().cpu()                    # (B, 3, T1, H1, W1)
-    for cfg, G in chain[1:]:
-        z = torch.randn(B, cfg.z_dim, *x.shape[2:], generator=generator)  # whole-video noise map
+    return upscale(chain[1:], x, y, chunk, overlap, device, generator, progress)[:, :, :frames]
+
+
+@torch.no_grad()
+def upscale(stages: list[tuple[StageConfig, torch.nn.Module]], x: torch.Tensor, y: torch.Tensor,
+            chunk: int | None, overlap: int | None, device: torch.device,
+            generator: torch.Generator, progress: bool = False) -> torch.Tensor:
+    """Run upscaling stages one after another over whole videos x (B, 3, T, H, W) on the CPU:
+    each doubles T, H and W chunk by chunk (default chunk: the stage's training window's
+    conditioning; default overlap: its R) with a whole-video noise map from `generator`."""
+    for cfg, G in stages:
+        z = torch.randn(x.shape[0], cfg.z_dim, *x.shape[2:], generator=generator)  # (B, zc, T, H, W)
         x = upscale_chunked(G, x, z, y.to(device), chunk or cfg.cond_frames,
                             G.receptive_radius if overlap is None else overlap, device,
                             progress=f"stage {cfg.stage}" if progress else "")
-    return x[:, :, :frames]
+    return x
+
+
+# -----------------------------------------------------------------------------
+# The FVD ladder (DESIGN.md section 7): every score next to the floors it must beat
+
+FVD_SEED = 2024  # the real clips and the noise scored: a fixed draw, apart from training's seeds
+
+
+def real_views(source: str, cfg: StageConfig, n: int, batch: int, down: int = 0,
+               seed: int = FVD_SEED) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Whole real videos as stage `cfg` makes them, or `down` halvings below (down=1: the views
+    the stage is conditioned on): batches of (x (b, 3, T, H, W) in [-1, 1], y (b,)), items
+    0 .. n-1 of the clips drawn with `seed` (not flipped). `source`: 'synthetic' or a folder."""
+    clips = open_clips(source, cfg.clip_frames, cfg.clip_size, seed, cfg.frame_stride, flip=False)
+    views = StageExamples(clips, cfg.view_s * 2 ** down, cfg.view_t * 2 ** down, window=None)
+    for k in range(0, n, batch):
+        items = [views[i] for i in range(k, min(k + batch, n))]
+        yield torch.stack([it["x"] for it in items]), torch.tensor([it["y"] for it in items])
+
+
+def for_i3d(x: torch.Tensor, frames: int) -> np.ndarray:
+    """float (b, 3, T, H, W) -> uint8 (b, F, H, W, 3): the first F = min(frames, T) frames. A
+    video shorter than I3D's 10 frames (tiny's stage 1) shows each frame k times, real and fake
+    alike, so that it can be scored at all."""
+    x = x[:, :, :frames]
+    if x.shape[2] < fvd.MIN_FRAMES:
+        x = x.repeat_interleave(math.ceil(fvd.MIN_FRAMES / x.shape[2]), dim=2)
+    return to_uint8(x).numpy()
+
+
+def interpolated(source: str, cfg: StageConfig, n: int, batch: int, down: int,
+                 mode: str) -> Iterator[torch.Tensor]:
+    """The floors: real views `down` halvings below stage cfg, upsampled back to its size."""
+    for x, _ in real_views(source, cfg, n, batch, down):
+        for _ in range(down):
+            x = upsample(x, mode)
+        yield x
+
+
+def upscaled(stages: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, batch: int,
+             device: torch.device) -> Iterator[torch.Tensor]:
+    """Upscaling stages applied to the real views of the first one's input, with their labels."""
+    g = torch.Generator().manual_seed(FVD_SEED)
+    for x, y in real_views(source, stages[-1][0], n, batch, down=len(stages)):
+        yield upscale(stages, x, y, None, None, device, g)
+
+
+def from_noise(chain: list[tuple[StageConfig, torch.nn.Module]], n: int, batch: int,
+               device: torch.device) -> Iterator[torch.Tensor]:
+    """The chain's videos, classes in turn, at its full training length."""
+    g = torch.Generator().manual_seed(FVD_SEED)
+    cfg = chain[-1][0]
+    for y in (torch.arange(n) % max(cfg.num_classes, 1)).split(batch):
+        yield generate(chain, y, cfg.video_frames, None, None, device, g)
+
+
+def ladder_rungs(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, batch: int,
+                 device: torch.device) -> list[tuple[str, Callable[[], Iterator[torch.Tensor]]]]:
+    """The rungs of the ladder at the chain's last stage K, each (name, batches of videos at
+    stage K's size): real vs real; for each lower stage j, nearest and trilinear upsampling of
+    its real views, and stages j+1..K applied to them (j = K-1 is LongVideoGAN's protocol for a
+    super-resolution network); the whole chain from noise. A chain that starts above stage 1
+    has the rungs its stages can make."""
+    cfg, K, first = chain[-1][0], chain[-1][0].stage, chain[0][0].stage
+
+    def size(down):  # "8@8": frames @ pixels of the real views `down` halvings below stage K
+        return f"{math.ceil(cfg.video_frames / 2 ** down)}@{cfg.out_size // 2 ** down}"
+
+    rungs = [("real vs real (another draw)",
+              lambda: (x for x, _ in real_views(source, cfg, n, batch, seed=FVD_SEED + 1)))]
+    for d in range(1, K):
+        rungs += [(f"nearest x{2 ** d} of real {size(d)} views",
+                   lambda d=d: interpolated(source, cfg, n, batch, d, "nearest")),
+                  (f"trilinear x{2 ** d} of real {size(d)} views",
+                   lambda d=d: interpolated(source, cfg, n, batch, d, "trilinear"))]
+        if K - d + 1 >= first:  # the chain holds stages K-d+1 .. K
+            rungs.append((f"stage {K} on real {size(d)} views" if d == 1 else
+                          f"stages {K - d + 1}-{K} on real {size(d)} views",
+                          lambda d=d: upscaled(chain[-d:], source, n, batch, device)))
+    if first == 1:
+        rungs.append(("full chain from noise" if K > 1 else "stage 1 from noise",
+                      lambda: from_noise(chain, n, batch, device)))
+    return rungs
+
+
+def real_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: int, batch: int,
+               cache_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of I3D features of n real videos at stage cfg's size, cached in
+    cache_dir under a name and settings that say what they are."""
+    settings = {"real": source if source == "synthetic" else os.path.abspath(source), "n": n,
+                "frames": frames, "clip": [cfg.clip_frames, cfg.clip_size, cfg.frame_stride],
+                "view": [cfg.view_s, cfg.view_t], "seed": FVD_SEED, "weights": model.weights_id}
+    name = f"real-{os.path.basename(os.path.abspath(source))}-{cfg.preset}-stage{cfg.stage}-n{n}-f{frames}.npz"
+    mu, sigma, _ = fvd.cached_stats(Path(cache_dir) / name, settings, lambda: fvd.video_features(
+        (for_i3d(x, frames) for x, _ in real_views(source, cfg, n, batch)), model, n, progress=True))
+    return mu, sigma
+
+
+def score(videos: Iterator[torch.Tensor], model: fvd.I3D, n: int, frames: int,
+          real: tuple[np.ndarray, np.ndarray]) -> tuple[float, float, float]:
+    """(FVD of the videos (batches (b, 3, T, H, W) in [-1, 1]) against real (mean, covariance),
+    frame 0's change to frame 1 and its sharpness, each over the video's mean: 1.0 = no
+    start-up transient)."""
+    change, sharpness = [], []
+
+    def scored(x):  # -> uint8 for I3D, with frame statistics on the way
+        c, s = frame_stats(x)
+        change.append(c), sharpness.append(s)
+        return for_i3d(x, frames)
+    feats = fvd.video_features((scored(x) for x in videos), model, n, progress=True)
+    change, sharpness = torch.stack(change).mean(0), torch.stack(sharpness).mean(0)
+    return (fvd.frechet_distance(*real, *fvd.feature_stats(feats)),
+            (change[0] / change.mean()).item(), (sharpness[0] / sharpness.mean()).item())
+
+
+def ladder(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, frames: int,
+           batch: int, device: torch.device, cache_dir: str,
+           model: fvd.I3D) -> list[tuple[str, float, float, float]]:
+    """[(rung, FVD against n real videos at the chain's last stage, frame-0 change ratio,
+    frame-0 sharpness ratio)] for every rung of ladder_rungs, in order."""
+    cfg = chain[-1][0]
+    print(f"FVD ladder at stage {cfg.stage} of {cfg.preset} ({cfg.video_frames}@{cfg.out_size}), "
+          f"{n} vs {n} videos, first {frames} frames", file=sys.stderr)
+    real = real_stats(model, source, cfg, n, frames, batch, cache_dir)
+    scores = []
+    for name, videos in ladder_rungs(chain, source, n, batch, device):
+        print(name, file=sys.stderr)
+        scores.append((name, *score(videos(), model, n, frames, real)))
+    return scores
+
+
+def ladder_table(scores: list[tuple[str, float, float, float]], cfg: StageConfig) -> str:
+    """The ladder as a Markdown table, each FVD also as a ratio to the best interpolation floor."""
+    floor = min((v for name, v, *_ in scores if name.startswith("trilinear x2 ")), default=None)
+    lines = [f"| stage {cfg.stage} of {cfg.preset} | FVD | / trilinear x2 | frame 0 change | frame 0 sharpness |",
+             "|---|---|---|---|---|"]
+    for name, v, change0, sharp0 in scores:
+        ratio = f"{v / floor:.2f}" if floor else ""
+        lines.append(f"| {name} | {v:.1f} | {ratio} | {change0:.2f} | {sharp0:.2f} |")
+    return "\n".join(lines)
+
+
+def frame_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame statistics that show a start-up transient, in grey levels (0-255), averaged over
+    videos, channels and pixels. x (B, 3, T, H, W) in [-1, 1] -> (change (T-1,): mean |frame t+1 -
+    frame t|; sharpness (T,): mean (|d/dx| + |d/dy|) / 2 of frame t, forward differences)."""
+    g = x.float() * 127.5                                             # grey levels, up to an offset
+    change = (g[:, :, 1:] - g[:, :, :-1]).abs().mean(dim=(0, 1, 3, 4))
+    dx = (g[..., :, 1:] - g[..., :, :-1]).abs().mean(dim=(0, 1, 3, 4))
+    dy = (g[..., 1:, :] - g[..., :-1, :]).abs().mean(dim=(0, 1, 3, 4))
+    return change, (dx + dy) / 2
 
 
 def check_request(args: argparse.Namespace, chain: list[tuple[StageConfig, torch.nn.Module]]) -> None:
@@ -165,6 +353,15 @@ def main(argv: list[str] | None = None) -> np.ndarray:
                                 f"python train.py --stage N, or fix the path")
     chain = load_chain(paths, device)
     check_request(args, chain)
+    if not args.ladder and chain[0][0].stage != 1:
+        raise ValueError(f"{paths[0]} is a stage-{chain[0][0].stage} checkpoint: sampling starts from "
+                         f"stage 1, so list the checkpoints in stage order, stage 1 first "
+                         f"(--ladder also scores chains that start later)")
+    if args.ladder:
+        scores = ladder(chain, args.real, args.n, args.fvd_frames, args.batch, device, args.fvd_cache,
+                        fvd.load_i3d().to(device))
+        print(ladder_table(scores, chain[-1][0]))
+        return scores
     cfg = chain[-1][0]
     frames = args.frames or cfg.video_frames
     n_cls = max(cfg.num_classes, 1)

@@ -10,26 +10,32 @@ window, so every stage trains on real data alone: in any order, even at the same
     torchrun --nproc_per_node=K train.py --stage N   # data-parallel (gloo on CPU, nccl on GPU)
 
 Outputs in --out (default out/stageN): ckpt.pt (everything needed to continue: rerunning the
-same command resumes), config.json, log.jsonl (one JSON line per status line), samples/*.gif.
+same command resumes), config.json, log.jsonl (one JSON line per status line), samples/*.gif,
+and `lock`, held by the live run. SIGINT, SIGTERM or SIGUSR1 end a run at the next step with a
+checkpoint (exit code 0).
 """
 import argparse
+import contextlib
 import copy
+import fcntl
 import itertools
 import json
+import math
 import os
 import resource
 import signal
+import socket
 import time
+import warnings
 from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data import Clips, FrameFolderVideos, StageExamples, SyntheticVideos, to_uint8, video_grid, view, write_gif
 from losses import d_hinge, d_hinge_negative, g_hinge
-from models import PRESETS, StageConfig, build_stage, load_checkpoint, stage_config
+from models import PRESETS, Gup, StageConfig, build_stage, load_checkpoint, stage_config, upscale_chunk, upsample
 
 STATUS_SECONDS = 30      # a status line at least this often, whatever --log-every says
 SAMPLE_SECONDS = 240     # a sample grid at least this often (and after the first step)
@@ -53,6 +59,10 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-d", type=float, default=5e-4, help="Adam learning rate of the Ds")
     p.add_argument("--d-steps", type=int, default=2, help="D steps per G step")
     p.add_argument("--ema", type=float, default=0.999, help="decay of G_ema (warmed up over the first steps)")
+    p.add_argument("--context", type=int, default=None,
+                   help="stages >= 2: conditioning frames of context each side of a training window, "
+                        "as the sampler's overlap gives (default: the stage's receptive radius R; "
+                        "0 trains on the window's conditioning alone)")
     p.add_argument("--lambda-m", type=float, default=1.0,
                    help="weight of the matching discriminator D_m (stages >= 2); 0 removes D_m")
     p.add_argument("--mismatch-negatives", action="store_true",
@@ -91,6 +101,17 @@ class StepSampler(torch.utils.data.Sampler):
             yield from range(start, start + self.batch_size)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # Ctrl-C, schedulers, SLURM's --signal
+
+
+def quiet_worker(worker_id: int) -> None:
+    """DataLoader worker start-up. A scheduler signals every process of the job, and a worker
+    that dies of it takes the main process down before it can checkpoint: so workers ignore the
+    stop signals, and the main process owns shutdown (its workers end with it)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def make_clips(args: argparse.Namespace, cfg: StageConfig) -> Clips:
     """The preset's full-resolution clips: uint8 (T, H, W, 3) and a label per item."""
     if args.data == "synthetic":
@@ -104,12 +125,20 @@ HELDOUT = 2**40  # examples from this index on are never trained on: samples and
 # -----------------------------------------------------------------------------
 # The D and G steps (pure functions of modules and tensors: these are what --compile compiles)
 
-def generate(G, cfg: StageConfig, c: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
-    """A fake batch: G1(z, y) for stage 1, Gup(c, z, y) for the upscaling stages."""
+def generate(G, cfg: StageConfig, batch: dict) -> torch.Tensor:
+    """A fake batch: G1(z, y) for stage 1; for the upscaling stages, Gup on the window's
+    conditioning with its context, cropped to the window: a sampling chunk (upscale_chunk).
+    The noise is batch["z"] where the batch brings it (the fixed sample grids), else fresh."""
+    y = batch["y"]
     B = y.shape[0]
     if cfg.stage == 1:
-        return G(torch.randn(B, cfg.out_frames, cfg.z_dim, device=y.device), y)
-    return G(c, torch.randn(B, cfg.z_dim, *c.shape[2:], device=y.device), y)
+        z = batch.get("z", None)
+        return G(torch.randn(B, cfg.out_frames, cfg.z_dim, device=y.device) if z is None else z, y)
+    c, valid = batch["c_context"], batch["valid"]                 # (B, 3, Tc + 2 context, Hc, Wc)
+    z = batch.get("z", None)
+    if z is None:
+        z = torch.randn(B, cfg.z_dim, *c.shape[2:], device=y.device)  # noise for every chunk frame
+    return upscale_chunk(G, c, z, y, valid, cfg.context)          # (B, 3, T, H, W): the window
 
 
 def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mismatch: bool):
@@ -118,7 +147,7 @@ def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mis
     x_real, c, y = batch["x"], batch.get("c"), batch["y"]
     B = x_real.shape[0]
     with torch.no_grad():
-        x_fake = generate(G, cfg, c, y)
+        x_fake = generate(G, cfg, batch)
     assert x_fake.shape == x_real.shape, f"G made {tuple(x_fake.shape)}, data is {tuple(x_real.shape)}"
     x, yy = torch.cat([x_real, x_fake]), torch.cat([y, y])                 # (2B, 3, T, H, W)
     logits_s, logits_t = D_s(x, yy), D_t(x, yy)                             # (2B,)
@@ -141,7 +170,7 @@ def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mis
 def g_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float):
     """Minus the mean scores of the same discriminators on a fresh fake batch."""
     c, y = batch.get("c"), batch["y"]
-    x_fake = generate(G, cfg, c, y)
+    x_fake = generate(G, cfg, batch)
     loss = g_hinge(D_s(x_fake, y)) + g_hinge(D_t(x_fake, y))
     if D_m is not None:
         loss = loss + lambda_m * g_hinge(D_m(x_fake, c, y))
@@ -171,16 +200,15 @@ def grounding_error(x_fake: torch.Tensor, c: torch.Tensor) -> float:
 @torch.no_grad()
 def write_samples(path: str, G_ema, cfg: StageConfig, fixed: dict) -> float | None:
     """Stage 1: a grid GIF, one row per class, from the fixed z. Stages >= 2: rows of
-    [view upsampled | G_ema(c) | real window] for fixed held-out windows; returns the
-    grounding error on them (None for stage 1)."""
+    [upsample(c), the interpolation floor | G_ema's window | real window] for fixed held-out
+    windows; returns the grounding error on them (None for stage 1)."""
     if cfg.stage == 1:
-        x = G_ema(fixed["z"], fixed["y"])                                   # (N, 3, T, H, W)
+        x = generate(G_ema, cfg, fixed)                                     # (N, 3, T, H, W)
         write_gif(path, video_grid(to_uint8(x.float().cpu()), nrow=fixed["per_class"]))
         return None
-    c, x_real, y = fixed["c"], fixed["x"], fixed["y"]
-    x = G_ema(c, fixed["z"], y)
-    c_up = F.interpolate(c, size=x.shape[2:], mode="nearest")
-    rows = torch.stack([c_up, x, x_real], dim=1).flatten(0, 1)            # (3N, 3, T, H, W)
+    x = generate(G_ema, cfg, fixed)                                        # (N, 3, T, H, W)
+    c, x_real = fixed["c"], fixed["x"]
+    rows = torch.stack([upsample(c), x, x_real], dim=1).flatten(0, 1)      # (3N, 3, T, H, W)
     write_gif(path, video_grid(to_uint8(rows.float().cpu()), nrow=3))
     return grounding_error(x, c)
 
@@ -195,15 +223,31 @@ def fixed_inputs(cfg: StageConfig, examples: StageExamples, device: torch.device
         z = torch.randn(len(y), cfg.out_frames, cfg.z_dim, generator=g)
         return {"z": z.to(device), "y": y.to(device), "per_class": per_class}
     batch = torch.utils.data.default_collate([examples[HELDOUT + i] for i in range(4)])
-    z = torch.randn(4, cfg.z_dim, *batch["c"].shape[2:], generator=g)
-    return {"z": z.to(device), "y": batch["y"].to(device), "c": batch["c"].to(device), "x": batch["x"].to(device)}
+    batch["z"] = torch.randn(4, cfg.z_dim, *batch["c_context"].shape[2:], generator=g)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+class CheckpointWriteError(RuntimeError):
+    pass
 
 
 def save_checkpoint(path: str, ckpt: dict) -> None:
-    """Atomic: write a temp file, then rename over the old one (never a half-written ckpt.pt)."""
+    """Atomic and durable: write a temp file, fsync it, rename it over the old one, so ckpt.pt
+    is never half-written. If the write fails (disk full, I/O error) the temp file is removed
+    and the previous checkpoint stays as it was; raises CheckpointWriteError."""
     tmp = path + ".tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:  # a file object: a failed write raises OSError, not RuntimeError
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        kept = "the previous checkpoint is intact" if os.path.exists(path) else "there is no earlier checkpoint"
+        raise CheckpointWriteError(f"could not write {path} ({e}): the disk may be full. Training stopped and "
+                                   f"{kept}; free space, then rerun the same command to resume.") from None
 
 
 def memory_gb(device: torch.device) -> float:
@@ -220,6 +264,9 @@ def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
     overrides = {"num_classes": num_classes}
     if args.window is not None:
         overrides["window"] = args.window
+    if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup
+        overrides["context"] = (args.context if args.context is not None else
+                                Gup(stage_config(args.preset, args.stage)).receptive_radius)
     return stage_config(args.preset, args.stage, **overrides)
 
 
@@ -233,6 +280,230 @@ def check_resumable(path: str, ckpt_cfg: StageConfig, cfg: StageConfig) -> None:
         diff = {k: (v, getattr(cfg, k)) for k, v in asdict(ckpt_cfg).items() if getattr(cfg, k) != v}
         raise ValueError(f"{path} was trained with a different config (checkpoint vs now: {diff}); "
                          f"use the same --window/--data, or another --out to start fresh.")
+
+
+def train_state(step: int, nets: dict, opts: dict, device: torch.device, args: argparse.Namespace,
+                cfg: StageConfig) -> dict:
+    """The checkpoint: everything needed to continue exactly. nets and opts map checkpoint keys
+    (G, G_ema, D_s, D_t, D_m; opt_G, opt_D) to the plain modules (uncompiled, unwrapped) and
+    optimizers; a None (D_m under --lambda-m 0) is left out."""
+    ckpt = {name: m.state_dict() for name, m in (nets | opts).items() if m is not None}
+    rng = {"torch": torch.get_rng_state(),
+           **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}
+    return {**ckpt, "step": step, "rng": rng, "args": vars(args), "config": asdict(cfg),
+            # for a reader without models.py: what the stage maps, (T, H, W) -> (T, H, W)
+            "shapes": {"cond": [cfg.cond_frames, cfg.cond_size, cfg.cond_size] if cfg.stage > 1 else None,
+                       "out": [cfg.out_frames, cfg.out_size, cfg.out_size], "window": cfg.window}}
+
+
+def restore_state(path: str, cfg: StageConfig, nets: dict, opts: dict, device: torch.device) -> int:
+    """Load a train_state checkpoint into nets and opts (and the RNG); returns its step.
+    Refuses one of another stage, preset or architecture, naming the fix."""
+    ckpt, ckpt_cfg = load_checkpoint(path)
+    check_resumable(path, ckpt_cfg, cfg)
+    if nets["D_m"] is not None and "D_m" not in ckpt:
+        raise ValueError(f"{path} was trained with --lambda-m 0 (no D_m): keep --lambda-m 0 or use another --out")
+    for name, m in (nets | opts).items():
+        if m is not None:
+            m.load_state_dict(ckpt[name])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if device.type == "cuda" and "cuda" in ckpt["rng"]:
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+    return ckpt["step"]
+
+
+# -----------------------------------------------------------------------------
+# Bookkeeping: the status line and log, the lock on --out, the stop signals
+
+class Status:
+    """The status line and log.jsonl. A step only adds its losses and logit means on the device,
+    so the loop never waits for it; a status line reads them (one host sync), checks that they
+    are finite, prints their means and appends the same numbers to the log, as nanoGPT does."""
+
+    def __init__(self, out: str, device: torch.device, step: int, main: bool):
+        self.log_path, self.ckpt_path = os.path.join(out, "log.jsonl"), os.path.join(out, "ckpt.pt")
+        self.device = device
+        self.sums, self.n, self.data_time, self.skipped = {}, 0, 0.0, 0
+        self.t, self.step = time.time(), step  # of the last status line
+        if main:
+            trim_log(self.log_path)
+
+    def data(self, seconds: float, skipped: torch.Tensor) -> None:
+        """A batch came, after `seconds`, with `skipped` bad videos left out of it."""
+        self.data_time += seconds
+        self.skipped = self.skipped + skipped.sum()  # stays on the device until a status line
+
+    def add(self, loss_D: torch.Tensor, loss_G: torch.Tensor, logits: dict) -> None:
+        stats = {"loss_D": loss_D, "loss_G": loss_G}
+        for k, (real, fake) in logits.items():
+            stats[f"D_{k}_real"], stats[f"D_{k}_fake"] = real, fake
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.detach().float()
+        self.n += 1
+
+    def means(self) -> dict:
+        values = torch.stack(list(self.sums.values())).tolist()  # the host sync
+        return {k: v / self.n for k, v in zip(self.sums, values)}
+
+    def check_finite(self, step: int, nets: dict | None = None) -> None:
+        """Raise TrainingDiverged if a loss since the last status line, or a weight or buffer of
+        nets, is NaN or inf. A NaN or inf anywhere in a mean makes the mean NaN or inf, so the
+        check covers every step since the last status line."""
+        means = self.means() if self.n else {}
+        if not all(map(math.isfinite, means.values())):
+            where = f"at step {step}" if self.n == 1 else f"in steps {self.step + 1}-{step}"
+            what = f"non-finite loss {where} (mean D {means['loss_D']}, G {means['loss_G']})"
+        else:
+            bad = [name for name, m in (nets or {}).items() if m is not None and not torch.stack(
+                [t.isfinite().all() for t in m.state_dict().values() if t.is_floating_point()]).all()]
+            if not bad:
+                return
+            what = f"non-finite weights in {', '.join(bad)} at step {step}"
+        raise TrainingDiverged(f"{what}. The last good checkpoint {self.ckpt_path} is left as it was. "
+                               f"Try lower --lr-d/--lr-g, or --dtype float32.")
+
+    def log(self, step: int) -> None:
+        """The status line and its log record; raises TrainingDiverged on a NaN or inf loss."""
+        self.check_finite(step)
+        now, steps = time.time(), step - self.step
+        rec = {k: round(v, 4) for k, v in self.means().items()}
+        s_it = (now - self.t) / steps
+        rec.update(step=step, s_per_it=round(s_it, 4), it_per_s=round(1 / s_it, 3),
+                   data_s_per_it=round(self.data_time / steps, 4), mem_gb=round(memory_gb(self.device), 3),
+                   skipped_videos=int(self.skipped))
+        ds = [k[2:-5] for k in rec if k.startswith("D_") and k.endswith("_real")]  # s, t, m
+        print(f"step {step} | D {rec['loss_D']:.3f} G {rec['loss_G']:.3f} | logits real/fake "
+              + " ".join(f"{k} {rec[f'D_{k}_real']:+.2f}/{rec[f'D_{k}_fake']:+.2f}" for k in ds)
+              + f" | {s_it:.3f} s/it {1 / s_it:.2f} it/s | data {rec['data_s_per_it']:.3f} s/it"
+              + f" | mem {rec['mem_gb']:.2f} GB | skipped {rec['skipped_videos']}", flush=True)
+        self.append(rec)
+        self.sums, self.n, self.data_time, self.t, self.step = {}, 0, 0.0, now, step
+
+    def samples(self, step: int, path: str, err: float | None) -> None:
+        """Report the sample grid at path, and log an upscaling stage's grounding error on it."""
+        if err is not None:
+            self.append({"step": step, "grounding_error": round(err, 5)})
+        print(f"wrote {path}" + (f" | grounding error {err:.4f}" if err is not None else ""), flush=True)
+
+    def append(self, record: dict) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def trim_log(path: str) -> None:
+    """Drop a last line cut short (kill -9 mid-write), so that the next record starts a line."""
+    if os.path.exists(path):
+        with open(path, "rb+") as f:
+            text = f.read()
+            if text and not text.endswith(b"\n"):
+                f.truncate(text.rfind(b"\n") + 1)
+
+
+def read_log(path: str) -> list[dict]:
+    """The records of a log.jsonl. A last line cut short (the run was killed mid-write) is
+    skipped; a bad line anywhere else is an error."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}, line {i + 1} is not a JSON record: {line[:80]!r}") from None
+    return records
+
+
+class Every:
+    """Due every `steps` steps, or when `seconds` have passed since it was last due."""
+
+    def __init__(self, steps: int, seconds: float):
+        self.steps, self.seconds, self.last = steps, seconds, time.time()
+
+    def __call__(self, step: int, also: bool = False) -> bool:
+        now = time.time()
+        if step % self.steps == 0 or also or now - self.last >= self.seconds:
+            self.last = now
+            return True
+        return False
+
+
+class FolderInUse(RuntimeError):
+    pass
+
+
+# A forked child (a DataLoader worker) shares the lock's open file, and so the lock: after a
+# kill -9 of the main process it would live on for the seconds the workers take to notice.
+# So a forked child closes its copy at once. (Spawned children inherit no file descriptors.)
+_held_locks = []
+
+
+def _drop_locks_in_child() -> None:
+    for fd in _held_locks:
+        os.close(fd)
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
+@contextlib.contextmanager
+def lock_folder(out: str):
+    """Hold an exclusive lock on the run's folder while the run lives: two runs on one --out
+    would write the same ckpt.pt. It is an OS lock (flock on out/lock, which says who holds it),
+    so the OS drops it when the process dies, kill -9 included: a lock is never stale.
+    Raises FolderInUse, naming the holder; where the filesystem has no locks, warns and goes
+    on unlocked."""
+    fd = os.open(os.path.join(out, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "a process"
+            raise FolderInUse(f"{out} is in use by another run ({holder}): wait for it to end, stop it, "
+                              f"or pass another --out") from None
+        except OSError as e:  # a filesystem without locks (e.g. Lustre mounted without flock)
+            warnings.warn(f"cannot lock {out} ({e}): nothing stops a second run from using it too")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        _held_locks.append(fd)
+        yield
+    finally:
+        if fd in _held_locks:
+            _held_locks.remove(fd)
+        os.close(fd)  # releases the lock
+
+
+class Stop:
+    """The stop flag: the signal handler sets it, the loop asks requested() at step boundaries.
+    Under DDP, requested() shares it with a collective (MAX over ranks, on a gloo group that
+    never waits for a GPU), so every rank stops at the same step."""
+
+    def __init__(self, group):
+        self.group, self.signalled = group, False
+
+    def __call__(self, signum, frame) -> None:
+        self.signalled = True
+
+    def requested(self) -> bool:
+        if self.group is None:
+            return self.signalled
+        flag = torch.tensor([self.signalled], dtype=torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(flag)
+
+
+@contextlib.contextmanager
+def stop_on_signals(distributed: bool):
+    """SIGINT (Ctrl-C), SIGTERM (schedulers) and SIGUSR1 (SLURM's --signal warning) end the run
+    at the next step boundary, with a checkpoint, instead of killing it. Yields the Stop flag."""
+    stop = Stop(dist.new_group(backend="gloo") if distributed else None)
+    old = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 # -----------------------------------------------------------------------------
@@ -255,100 +526,70 @@ def train(args: argparse.Namespace) -> dict:
     # --- data: the stage's view (windowed, with its conditioning c) of the preset's clips
     clips = make_clips(args, stage_config(args.preset, args.stage))
     cfg = resolve_config(args, clips.num_classes)
-    examples = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, seed=args.seed)
+    examples = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=args.seed)
     if args.dry_run:
         print(json.dumps({"args": vars(args), "config": asdict(cfg)}, indent=2))
         return {}
     ckpt_path = os.path.join(args.out, "ckpt.pt")
     if main:
         os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
-        with open(os.path.join(args.out, "config.json"), "w") as f:
-            json.dump({"args": vars(args), "config": asdict(cfg)}, f, indent=2)
-
-    # --- models, optimizers, EMA
-    G, D_s, D_t, D_m = build_stage(cfg)
-    if args.lambda_m == 0:
-        D_m = None  # the ablation: D_m is not built, so nothing of it is in any graph
-    Ds = [D for D in (D_s, D_t, D_m) if D is not None]
-    for m in [G, *Ds]:
-        m.to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(0.0, 0.999))
-    opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=(0.0, 0.999))
-
-    # --- resume: the same command continues the same run
-    step = 0
-    if os.path.exists(ckpt_path):
-        ckpt, ckpt_cfg = load_checkpoint(ckpt_path)
-        check_resumable(ckpt_path, ckpt_cfg, cfg)
-        G.load_state_dict(ckpt["G"])
-        G_ema.load_state_dict(ckpt["G_ema"])
-        D_s.load_state_dict(ckpt["D_s"])
-        D_t.load_state_dict(ckpt["D_t"])
-        if D_m is not None:
-            if "D_m" not in ckpt:
-                raise ValueError(f"{ckpt_path} was trained with --lambda-m 0 (no D_m): keep --lambda-m 0 "
-                                 f"or use another --out")
-            D_m.load_state_dict(ckpt["D_m"])
-        opt_G.load_state_dict(ckpt["opt_G"])
-        opt_D.load_state_dict(ckpt["opt_D"])
-        step = ckpt["step"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+    # For the whole run: the lock on --out (rank 0's; the ranks share the folder), and the stop
+    # signals, which end the loop at a step boundary.
+    with (lock_folder(args.out) if main else contextlib.nullcontext(),
+          stop_on_signals(distributed=world > 1) as stop):
         if main:
-            print(f"resuming {ckpt_path} at step {step}")
-    if world > 1:  # after resume, so every rank draws its own noise from the same point on
-        torch.manual_seed(args.seed * 1000 + rank + step)
-    # Data-parallel wrappers (torchrun): a D step syncs D grads, a G step G grads. The G step
-    # calls the Ds unwrapped: it needs no D gradient, and DDP would wait for one.
-    G_dp, D_s_dp, D_t_dp, D_m_dp = (DDP(m) if world > 1 and m is not None else m for m in (G, D_s, D_t, D_m))
+            with open(os.path.join(args.out, "config.json"), "w") as f:
+                json.dump({"args": vars(args), "config": asdict(cfg)}, f, indent=2)
 
-    def checkpoint() -> dict:
-        ckpt = {"G": G.state_dict(), "G_ema": G_ema.state_dict(),
-                "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "step": step,
-                "rng": {"torch": torch.get_rng_state(),
-                        **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
-                "args": vars(args), "config": asdict(cfg),
-                # for a reader without models.py: what the stage maps, (T, H, W) -> (T, H, W)
-                "shapes": {"cond": [cfg.cond_frames, cfg.cond_size, cfg.cond_size] if cfg.stage > 1 else None,
-                           "out": [cfg.out_frames, cfg.out_size, cfg.out_size], "window": cfg.window}}
-        for name, D in (("D_s", D_s), ("D_t", D_t), ("D_m", D_m)):
-            if D is not None:
-                ckpt[name] = D.state_dict()
-        return ckpt
+        # --- models, optimizers, EMA
+        G, D_s, D_t, D_m = build_stage(cfg)
+        if args.lambda_m == 0:
+            D_m = None  # the ablation: D_m is not built, so nothing of it is in any graph
+        Ds = [D for D in (D_s, D_t, D_m) if D is not None]
+        for m in [G, *Ds]:
+            m.to(device)
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(0.0, 0.999))
+        opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=(0.0, 0.999))
+        nets = {"G": G, "G_ema": G_ema, "D_s": D_s, "D_t": D_t, "D_m": D_m}  # as the checkpoint names them
+        opts = {"opt_G": opt_G, "opt_D": opt_D}
+        for name, m in nets.items():  # one line per network (G_ema is a copy of G)
+            if main and m is not None and name != "G_ema":
+                print(f"{name:3} {sum(p.numel() for p in m.parameters()):>12,} parameters")
 
-    # --- compile (optional): the two step functions, modules stay uncompiled for checkpoints
-    d_step_fn = torch.compile(d_loss) if args.compile else d_loss
-    g_step_fn = torch.compile(g_loss) if args.compile else g_loss
+        # --- resume: the same command continues the same run
+        step = 0
+        if os.path.exists(ckpt_path):
+            step = restore_state(ckpt_path, cfg, nets, opts, device)
+            if main:
+                print(f"resuming {ckpt_path} at step {step}")
+        if world > 1:  # after resume, so every rank draws its own noise from the same point on
+            torch.manual_seed(args.seed * 1000 + rank + step)
+        # Data-parallel wrappers (torchrun): a D step syncs D grads, a G step G grads. The G step
+        # calls the Ds unwrapped: it needs no D gradient, and DDP would wait for one.
+        G_dp, D_s_dp, D_t_dp, D_m_dp = (DDP(m) if world > 1 and m is not None else m for m in (G, D_s, D_t, D_m))
 
-    loader = torch.utils.data.DataLoader(
-        examples, batch_size=args.batch_size, num_workers=args.workers, pin_memory=device.type == "cuda",
-        sampler=StepSampler(step * args.d_steps, args.batch_size, rank, world),
-        generator=torch.Generator(),  # keeps the global RNG untouched: resume stays exact
-        persistent_workers=args.workers > 0)
-    batches = iter(loader)
-    fixed = fixed_inputs(cfg, examples, device, args.seed) if main else None
+        # --- compile (optional): the two step functions, modules stay uncompiled for checkpoints
+        d_step_fn = torch.compile(d_loss) if args.compile else d_loss
+        g_step_fn = torch.compile(g_loss) if args.compile else g_loss
 
-    # Ctrl-C (or a scheduler's SIGTERM) ends the run at the next step boundary with a
-    # checkpoint, so it can resume exactly.
-    stop = {"now": False}
-    old_handlers = {sig: signal.signal(sig, lambda *_: stop.update(now=True))
-                    for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        loader = torch.utils.data.DataLoader(
+            examples, batch_size=args.batch_size, num_workers=args.workers, pin_memory=device.type == "cuda",
+            sampler=StepSampler(step * args.d_steps, args.batch_size, rank, world),
+            generator=torch.Generator(),  # keeps the global RNG untouched: resume stays exact
+            worker_init_fn=quiet_worker, persistent_workers=args.workers > 0)
+        batches = iter(loader)
+        fixed = fixed_inputs(cfg, examples, device, args.seed) if main else None
 
-    # --- the loop
-    sums, n_sum, skipped, data_time = {}, 0, 0, 0.0
-    t_log = t_sample = t_ckpt = time.time()
-    step0, last_log_step = step, step
-    ckpt = None
-    try:
-        while step < args.max_iters and not stop["now"]:
-            G.train()
+        # --- the loop: D steps, a G step, EMA, then the bookkeeping
+        status, step0 = Status(args.out, device, step, main), step
+        log_due, sample_due = Every(args.log_every, STATUS_SECONDS), Every(args.sample_every, SAMPLE_SECONDS)
+        ckpt_due = Every(args.ckpt_every, CKPT_SECONDS)
+        while step < args.max_iters and not stop.requested():
             for _ in range(args.d_steps):  # D steps, each on a fresh real batch
                 t0 = time.time()
                 batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-                skipped += int(batch["skipped"].sum())
-                data_time += time.time() - t0
+                status.data(time.time() - t0, batch["skipped"])
                 with autocast:
                     loss_D, logits = d_step_fn(G_dp, D_s_dp, D_t_dp, D_m_dp, cfg, batch,
                                                args.lambda_m, args.mismatch_negatives)
@@ -367,58 +608,30 @@ def train(args: argparse.Namespace) -> dict:
                 D.requires_grad_(True)
             ema_update(G_ema, G, args.ema, step)
             step += 1
+            status.add(loss_D, loss_G, logits)
 
-            losses = torch.stack([loss_D.detach(), loss_G.detach()]).float()
-            if not torch.isfinite(losses).all():
-                raise TrainingDiverged(
-                    f"non-finite loss at step {step} (D {losses[0].item()}, G {losses[1].item()}). "
-                    f"The last good checkpoint {ckpt_path} is left as it was. Try lower --lr-d/--lr-g, "
-                    f"or --dtype float32.")
-
-            # --- status, samples, checkpoints (rank 0 only; none of it touches the training RNG)
+            # --- bookkeeping: rank 0 only; none of it touches the training RNG
             if not main:
                 continue
-            stats = {"loss_D": losses[0], "loss_G": losses[1]}
-            for k, (real, fake) in logits.items():
-                stats[f"D_{k}_real"], stats[f"D_{k}_fake"] = real, fake
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v.float()
-            n_sum += 1
-            now = time.time()
-            if step % args.log_every == 0 or now - t_log >= STATUS_SECONDS or step == args.max_iters:
-                rec = {k: round(v.item() / n_sum, 4) for k, v in sums.items()}
-                s_it = (now - t_log) / (step - last_log_step)
-                rec.update(step=step, s_per_it=round(s_it, 4), it_per_s=round(1 / s_it, 3),
-                           data_s_per_it=round(data_time / (step - last_log_step), 4),
-                           mem_gb=round(memory_gb(device), 3), skipped_videos=skipped)
-                print(f"step {step} | D {rec['loss_D']:.3f} G {rec['loss_G']:.3f} | logits real/fake "
-                      + " ".join(f"{k} {rec[f'D_{k}_real']:+.2f}/{rec[f'D_{k}_fake']:+.2f}" for k in logits)
-                      + f" | {s_it:.3f} s/it {1 / s_it:.2f} it/s | data {rec['data_s_per_it']:.3f} s/it"
-                      + f" | mem {rec['mem_gb']:.2f} GB | skipped {skipped}", flush=True)
-                with open(os.path.join(args.out, "log.jsonl"), "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                sums, n_sum, data_time, t_log, last_log_step = {}, 0, 0.0, now, step
-            if step % args.sample_every == 0 or step == step0 + 1 or now - t_sample >= SAMPLE_SECONDS:
+            if log_due(step, also=step == args.max_iters):
+                status.log(step)
+            if sample_due(step, also=step == step0 + 1):
                 path = os.path.join(args.out, "samples", f"step{step:07d}.gif")
                 with autocast:
-                    err = write_samples(path, G_ema, cfg, fixed)
-                if err is not None:
-                    with open(os.path.join(args.out, "log.jsonl"), "a") as f:
-                        f.write(json.dumps({"step": step, "grounding_error": round(err, 5)}) + "\n")
-                print(f"wrote {path}" + (f" | grounding error {err:.4f}" if err is not None else ""), flush=True)
-                t_sample = time.time()
-            if step % args.ckpt_every == 0 or now - t_ckpt >= CKPT_SECONDS:
-                save_checkpoint(ckpt_path, checkpoint())
-                t_ckpt = time.time()
-    finally:
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
+                    status.samples(step, path, write_samples(path, G_ema, cfg, fixed))
+            # (periodic evaluations of G_ema go here, between the samples and the checkpoint)
+            if ckpt_due(step):
+                status.check_finite(step, nets)  # never a checkpoint of a diverged run
+                save_checkpoint(ckpt_path, train_state(step, nets, opts, device, args, cfg))
 
-    # --- final checkpoint
-    if main:
-        ckpt = checkpoint()
-        save_checkpoint(ckpt_path, ckpt)
-        print(f"{'stopped' if stop['now'] else 'done'} at step {step}: {ckpt_path}")
+        # --- final checkpoint (rank 0), checked like every other
+        ckpt = None
+        if main:
+            status.check_finite(step, nets)
+            ckpt = train_state(step, nets, opts, device, args, cfg)
+            save_checkpoint(ckpt_path, ckpt)
+        how = f"{'done' if step >= args.max_iters else 'stopped'} at step {step}"
+        print(f"{how}: {ckpt_path}" if main else f"rank {rank}: {how}", flush=True)
     if world > 1:
         dist.destroy_process_group()
     return ckpt
@@ -427,5 +640,5 @@ def train(args: argparse.Namespace) -> dict:
 if __name__ == "__main__":
     try:
         train(get_args())
-    except (TrainingDiverged, ValueError, FileNotFoundError) as e:
+    except (TrainingDiverged, CheckpointWriteError, FolderInUse, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")

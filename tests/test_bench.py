@@ -12,8 +12,9 @@ def test_upscaling_stage_cost_does_not_grow_with_video_length():
 
 
 def test_whole_video_stage_cost_grows_with_length():
-    short, long = step_cost("tiny", 1, 32, batch=2), step_cost("tiny", 1, 128, batch=2)
-    assert long["out"] == "32@8" and short["out"] == "8@8"
-    # 4x the frames: close to 4x the cost (D_s scores a fixed k frames, so a little less)
-    assert 2.5 < long["saved_G_GB"] / short["saved_G_GB"] <= 4.0
-    assert 2.5 < long["TFLOP_per_iter"] / short["TFLOP_per_iter"] <= 4.0
+    short, long = step_cost("tiny", 1, 128, batch=2), step_cost("tiny", 1, 512, batch=2)
+    assert long["out"] == "128@8" and short["out"] == "32@8"
+    # 4x the frames: close to 4x the cost (a little less: D_s scores a fixed k frames, and G1
+    # makes a fixed margin of 3 frames on each side, 38 vs 134 frames)
+    assert 3.0 < long["saved_G_GB"] / short["saved_G_GB"] <= 4.0
+    assert 3.0 < long["TFLOP_per_iter"] / short["TFLOP_per_iter"] <= 4.0

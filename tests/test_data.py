@@ -103,17 +103,28 @@ class CountingClips(torch.utils.data.Dataset):
         return clip.repeat(3, 3), k % 3, 0
 
 
+def same_up_to_rounding_flips(a: torch.Tensor, b: torch.Tensor, s: int) -> bool:
+    """a == b, but for a rare pixel that float32 rounding tipped to the neighbouring uint8 level.
+    The synthetic renderer does float32 arithmetic (a BLAS matmul among it) whose rounding depends
+    on how many frames it renders at once and on the CPU, and a value that lands within rounding
+    of a .5 boundary then quantizes one level apart (2 of 76,800 views on an AMD EPYC). A flip
+    moves its s x s block's mean by one level, 2/255, over s^2."""
+    diff = (a - b).abs()
+    return bool(diff.max() <= 2 / 255 / s**2 + 1e-6 and (diff > 1e-6).sum() <= 2 + diff.numel() // 1000)
+
+
 @pytest.mark.parametrize("view_t,window", [(4, None), (2, None), (2, 6), (1, 4)])
 def test_stage_examples_load_only_their_frames_yet_equal_the_whole_view(view_t, window):
-    """StageExamples renders just the frames its (windowed) view keeps; that must be exactly
-    view() of the whole clip, cut to the same window."""
+    """StageExamples renders just the frames its (windowed) view keeps; that must be view() of
+    the whole clip, cut to the same window (up to a rounding flip: rendered along two paths)."""
     clips = SyntheticVideos(frames=20, size=16, seed=3)
     examples = StageExamples(clips, view_s=2, view_t=view_t, window=window, seed=5)
     for i in range(3):
         item = examples[i]
         whole = view(to_float(clips[i][0]), 2, view_t)
         T = item["x"].shape[1]
-        starts = [s for s in range(whole.shape[1] - T + 1) if torch.equal(whole[:, s:s + T], item["x"])]
+        starts = [start for start in range(whole.shape[1] - T + 1)
+                  if same_up_to_rounding_flips(whole[:, start:start + T], item["x"], s=2)]
         assert len(starts) == 1 and (window is not None or T == whole.shape[1])
 
 

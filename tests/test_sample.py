@@ -6,16 +6,22 @@ import torch
 from PIL import Image
 
 import sample
-from models import Gup, stage_config
-from sample import seam_error, seam_frames, upscale_chunked
+import train
+from data import StageExamples, SyntheticVideos, to_float, view
+from models import Gup, stage_config, upsample, upscale_chunk
+from sample import frame_stats, seam_error, seam_frames, upscale_chunked, with_context
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def gup():
+    """An untrained Gup with a random residual: at init its residual is zero and Gup is the
+    interpolation upsample(c), whose 1-frame reach would make every chunk test trivial."""
     torch.manual_seed(0)
-    return Gup(stage_config("tiny", 2, num_classes=3)).eval()
+    G = Gup(stage_config("tiny", 2, num_classes=3)).eval()
+    torch.nn.init.normal_(G.out.weight, std=0.05)
+    return G
 
 
 def video_inputs(G, Tc, B=2, seed=1):
@@ -107,8 +113,10 @@ def test_longer_videos_and_early_stop(checkpoints, tmp_path):
 def test_refusals(checkpoints, tmp_path):
     s1, s2, s3 = checkpoints
     out = ["--out", str(tmp_path)]
-    with pytest.raises(ValueError, match="stage-2 checkpoint but is position 1"):
+    with pytest.raises(ValueError, match="stage-2 checkpoint: sampling starts from stage 1"):
         sample.main(["--ckpt", s2, s3, *out])
+    with pytest.raises(ValueError, match="stage-3 checkpoint but follows stage 1"):
+        sample.main(["--ckpt", s1, s3, *out])
     with pytest.raises(FileNotFoundError, match="no checkpoint at .*nope.pt"):
         sample.main(["--ckpt", s1, str(tmp_path / "nope.pt"), *out])
     with pytest.raises(ValueError, match="--class 5 is out of range.*0..4"):
@@ -122,3 +130,116 @@ def test_refusals(checkpoints, tmp_path):
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="same preset"):
         sample.main(["--ckpt", s1, str(tmp_path / "other.pt"), *out])
+
+
+@pytest.mark.parametrize("context", [0, 2, None])
+@torch.no_grad()
+def test_training_forward_is_a_sampling_chunk(context):
+    """A training example's fake window (train.generate on StageExamples' item) equals what the
+    sampler makes at that position from the whole video's view and noise: at the video's start,
+    inside and at its end; with context 0, 2 and R (then also the whole-video pass). Windows
+    that start on an even frame sit on the sampler's grid of conditioning frames."""
+    torch.manual_seed(0)
+    cfg = stage_config("tiny", 3, num_classes=5)
+    G = Gup(cfg).eval()
+    torch.nn.init.normal_(G.out.weight, std=0.05)
+    R = G.receptive_radius
+    ctx = R if context is None else context
+    cfg = stage_config("tiny", 3, num_classes=5, context=ctx)
+    clips = SyntheticVideos(cfg.clip_frames, cfg.clip_size, seed=3)
+    examples = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, ctx, seed=3)
+    w, n = cfg.window, cfg.window // 2
+    starts = set()
+    for i in range(60):
+        item = examples[i]
+        video = view(to_float(clips[i][0]), cfg.view_s, cfg.view_t)[None]   # (1, 3, 32, 32, 32)
+        start = next(s for s in range(video.shape[2] - w + 1)
+                     if torch.equal(video[:, :, s:s + w], item["x"][None]))
+        if start % 2:  # its view keeps the odd frames: a chunk of another video's sampling
+            continue
+        c_video = view(video, 2, 2)                                          # (1, 3, 16, 16, 16)
+        z_video = torch.randn(1, cfg.z_dim, *c_video.shape[2:])
+        s = start // 2
+        z_chunk, _ = with_context(z_video, s, s + n, ctx)
+        batch = {k: (v[None] if torch.is_tensor(v) else torch.tensor([v])) for k, v in item.items()}
+        x_train = train.generate(G, cfg, {**batch, "z": z_chunk})
+        c_chunk, valid = with_context(c_video, s, s + n, ctx)
+        # The example's conditioning is the sampler's chunk at its position (rendering a few
+        # frames may round one pixel to the next grey level: 2/255 apart in [-1, 1]).
+        torch.testing.assert_close(batch["c_context"], c_chunk, rtol=0, atol=2 / 255 + 1e-6)
+        assert torch.equal(batch["valid"], valid)
+        c_chunk = batch["c_context"]
+        c_video[:, :, max(s - ctx, 0):s + n + ctx] = c_chunk[:, :, valid[0]]  # the same numbers
+        x_sample = upscale_chunk(G, c_chunk, z_chunk, batch["y"], valid, ctx)
+        torch.testing.assert_close(x_train, x_sample)
+        if ctx >= R:  # exact: the whole-video pass, cut to the window
+            whole = G(c_video, z_video, batch["y"])
+            torch.testing.assert_close(x_train, whole[:, :, start:start + w], rtol=1e-5, atol=1e-5)
+        starts.add("start" if s < ctx else "end" if s + n + ctx > c_video.shape[2] else "inside")
+        if len(starts) == 3 or (ctx == 0 and starts == {"inside"}):
+            break
+    assert starts == ({"inside"} if ctx == 0 else {"start", "inside", "end"})
+
+
+@torch.no_grad()
+def test_upscale_chunk_keeps_exactly_the_window(gup):
+    c, z, y = video_inputs(gup, 10)
+    valid = torch.ones(2, 10, dtype=torch.bool)
+    valid[:, :3] = False                                      # a chunk at the video's start
+    x = upscale_chunk(gup, c, z, y, valid, context=3)
+    assert x.shape == (2, 3, 8, 8, 8)
+    torch.testing.assert_close(x, gup(c, z, y, valid)[:, :, 6:14])
+    # the masked frames are as good as absent: the same as the chunk cut at the start
+    torch.testing.assert_close(x, gup(c[:, :, 3:], z[:, :, 3:], y)[:, :, :8], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_gup_starts_as_the_interpolation():
+    """At initialisation Gup's output is upsample(c): its residual's last conv is zero."""
+    torch.manual_seed(0)
+    G = Gup(stage_config("tiny", 2, num_classes=3)).eval()
+    c, z, y = video_inputs(G, 6)
+    torch.testing.assert_close(G(c, z, y), upsample(c))
+    G.train()  # batch statistics change nothing either: the residual is exactly zero
+    torch.testing.assert_close(G(c, z, y), upsample(c))
+
+
+def test_upsample_inverts_the_temporal_view():
+    """Frames 2k are c[k], 2k+1 halfway to c[k+1], the last (or one before an invalid frame)
+    holds; nearest repeats. On frames uniform in space, space changes nothing."""
+    c = torch.tensor([0.0, 2, 6]).view(1, 1, 3, 1, 1).expand(1, 1, 3, 2, 2)
+    frames = upsample(c)[0, 0, :, 0, 0]
+    assert frames.tolist() == [0, 1, 2, 4, 6, 6]
+    assert upsample(c, "nearest")[0, 0, :, 0, 0].tolist() == [0, 0, 2, 2, 6, 6]
+    valid = torch.tensor([[True, True, False]])
+    assert upsample(c, valid=valid)[0, 0, :4, 0, 0].tolist() == [0, 1, 2, 2]
+    assert torch.equal(view(upsample(c), 2, 2), c)
+
+
+def test_frame_stats_by_hand():
+    """Two videos of 3 frames 2x2, grey levels: frame values 0, 10, 40 and a ramp in x."""
+    g = torch.tensor([0.0, 10, 40]).view(1, 1, 3, 1, 1).repeat(2, 3, 1, 2, 2)
+    g[..., 1] += 8                                             # |d/dx| = 8, |d/dy| = 0
+    change, sharpness = frame_stats(g / 127.5)
+    torch.testing.assert_close(change, torch.tensor([10.0, 30.0]))
+    torch.testing.assert_close(sharpness, torch.tensor([4.0, 4.0, 4.0]))
+
+
+def test_ladder_prints_every_rung(checkpoints, tmp_path, capsys):
+    """The ladder on tiny checkpoints: every rung, a number each; a chain that starts at stage 3
+    has its own rungs; real statistics are cached."""
+    argv = ["--ladder", "--n", "4", "--batch", "4", "--fvd-frames", "10", "--fvd-cache", str(tmp_path)]
+    scores = sample.main(["--ckpt", *checkpoints, *argv])
+    names = [name for name, *_ in scores]
+    assert names == ["real vs real (another draw)",
+                     "nearest x2 of real 16@16 views", "trilinear x2 of real 16@16 views",
+                     "stage 3 on real 16@16 views",
+                     "nearest x4 of real 8@8 views", "trilinear x4 of real 8@8 views",
+                     "stages 2-3 on real 8@8 views", "full chain from noise"]
+    table = capsys.readouterr().out
+    for name, value, change0, sharp0 in scores:
+        assert np.isfinite([value, change0, sharp0]).all() and value > 0 and name in table
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    only3 = sample.main(["--ckpt", checkpoints[2], *argv])
+    assert [name for name, *_ in only3] == names[:-2]
+    assert dict(only3)["stage 3 on real 16@16 views"] == pytest.approx(dict(scores)["stage 3 on real 16@16 views"])
