@@ -138,7 +138,18 @@ def masked(h: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """Zero the frames outside the video before a temporal conv. valid (B, 1, T, 1, 1) float.
     A conv over a chunk padded with masked frames sees exactly the zeros its own padding would
     give at the video's end, so a padded chunk equals the chunk cut at the end (DESIGN.md 4)."""
-    return h if valid is None else h * valid
+    if valid is None:
+        return h
+    first = (valid.shape[2] - h.shape[2]) // 2  # h may be a centre crop of the masked frames
+    return h * valid[:, :, first:first + h.shape[2]]
+
+
+def crop(h: torch.Tensor, frames: int | None) -> torch.Tensor:
+    """The centre `frames` frames of h (B, C, T, H, W); all of h if frames is None or >= T."""
+    if frames is None or frames >= h.shape[2]:
+        return h
+    first = (h.shape[2] - frames) // 2
+    return h[:, :, first:first + frames]
 
 
 def upsample(c: torch.Tensor, mode: str = "trilinear", valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -203,11 +214,15 @@ class GBlock(nn.Module):
     def _upsample(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.up == (1, 1, 1) else F.interpolate(x, scale_factor=self.up, mode="nearest")
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """valid (B, 1, T_out, 1, 1): frames inside the video (None: all), see masked()."""
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None = None,
+                frames: tuple[int | None, int | None] = (None, None)) -> torch.Tensor:
+        """valid (B, 1, T_out, 1, 1): frames inside the video (None: all), see masked().
+        frames: how many centre frames to keep after conv1 and after conv2 (None: all), when
+        the caller keeps only a centre of the output (Gup's `keep`)."""
         h = masked(self._upsample(F.relu(self.bn1(x, cond))), valid)
-        h = self.conv2(masked(F.relu(self.bn2(self.conv1(h), cond)), valid))
-        s = self._upsample(x)
+        h = crop(self.conv1(h), frames[0])
+        h = crop(self.conv2(masked(F.relu(self.bn2(h, cond)), valid)), frames[1])
+        s = crop(self._upsample(x), h.shape[2])
         return h + (self.skip(s) if self.skip is not None else s)
 
 
@@ -331,35 +346,58 @@ class Gup(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def temporal_convs(self) -> list[tuple[nn.Module, int, Fraction]]:
+        """Every conv that mixes frames, in the order they run: (conv, its frames per
+        conditioning frame, its temporal half-width in conditioning frames; a conv after the
+        2x temporal upsampling sees half as far)."""
+        convs, frames_per_cond = [(self.encode, 1)], 1
+        for block in self.blocks:
+            frames_per_cond *= block.up[0]
+            convs += [(block.conv1, frames_per_cond), (block.conv2, frames_per_cond)]
+        convs.append((self.out, frames_per_cond))
+        return [(m, f, Fraction(m.kernel_size[0] // 2, f)) for m, f in convs]
+
     @property
     def receptive_radius(self) -> int:
         """R: an output frame depends on conditioning (and noise) frames at most R away from the
-        one it upsamples. Each temporal conv adds its half-width, measured in conditioning
-        frames: a conv after the 2x temporal upsampling sees half as far. Rounded up, and at
+        one it upsamples: the temporal half-widths of the convs added up, rounded up, and at
         least the interpolation's 1 frame."""
-        r = Fraction(self.encode.kernel_size[0] // 2)
+        return max(math.ceil(sum(r for *_, r in self.temporal_convs())), 1)
+
+    def frames_needed(self, keep: int | None) -> list[int | None]:
+        """For an output cut to the centre `keep` conditioning frames: how many frames each conv
+        of temporal_convs() must still make, the centre plus what the convs after it reach
+        (at that conv's frame rate). Dropping the rest changes nothing in the kept centre."""
+        convs = self.temporal_convs()
+        if keep is None:
+            return [None] * len(convs)
+        needed, reach = [], sum(r for *_, r in convs)
+        for _, f, r in convs:
+            reach -= r
+            needed.append(keep * f + 2 * math.ceil(reach * f))
+        return needed
+
+    def forward(self, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
+                valid: torch.Tensor | None = None, keep: int | None = None) -> torch.Tensor:
+        """keep: make only the centre `keep` conditioning frames' output (B, 3, 2 keep, 2Hc, 2Wc),
+        computing no frame that only the dropped ones need (None: all, 2Tc frames)."""
+        B, _, Tc, Hc, Wc = c.shape
+        assert z.shape == (B, self.z_dim, Tc, Hc, Wc), f"noise map {tuple(z.shape)} vs c {tuple(c.shape)}"
+        mask = {1: None, 2: None}                                       # frames per cond frame -> mask
+        if valid is not None:
+            assert valid.shape == (B, Tc), f"valid {tuple(valid.shape)} vs c {tuple(c.shape)}"
+            mask[1] = valid.to(c.dtype).view(B, 1, Tc, 1, 1)           # (B, 1, Tc, 1, 1)
+            mask[2] = mask[1].repeat_interleave(2, dim=2)               # (B, 1, 2Tc, 1, 1)
+        needed = iter(self.frames_needed(keep))
+        e = self.embed(y)                                               # (B, z_dim)
+        h = crop(self.encode(masked(torch.cat([c, z], dim=1), mask[1])), next(needed))  # (B, C, <=Tc, Hc, Wc)
         frames_per_cond = 1
         for block in self.blocks:
             frames_per_cond *= block.up[0]
-            r += Fraction(block.time_radius, frames_per_cond)
-        r += Fraction(self.out.kernel_size[0] // 2, frames_per_cond)
-        return max(math.ceil(r), 1)
-
-    def forward(self, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
-        B, _, Tc, Hc, Wc = c.shape
-        assert z.shape == (B, self.z_dim, Tc, Hc, Wc), f"noise map {tuple(z.shape)} vs c {tuple(c.shape)}"
-        mask = {Tc: None, 2 * Tc: None}                                 # frames -> valid mask
-        if valid is not None:
-            assert valid.shape == (B, Tc), f"valid {tuple(valid.shape)} vs c {tuple(c.shape)}"
-            mask[Tc] = valid.to(c.dtype).view(B, 1, Tc, 1, 1)          # (B, 1, Tc, 1, 1)
-            mask[2 * Tc] = mask[Tc].repeat_interleave(2, dim=2)         # (B, 1, 2Tc, 1, 1)
-        e = self.embed(y)                                               # (B, z_dim)
-        h = self.encode(masked(torch.cat([c, z], dim=1), mask[Tc]))    # (B, C, Tc, Hc, Wc)
-        for block in self.blocks:
-            h = block(h, e, mask[h.shape[2] * block.up[0]])             # ends at (B, C, 2Tc, 2Hc, 2Wc)
-        residual = self.out(masked(F.relu(self.out_bn(h)), mask[2 * Tc]))  # (B, 3, 2Tc, 2Hc, 2Wc)
-        return upsample(c, "trilinear", valid) + residual
+            h = block(h, e, mask[frames_per_cond], (next(needed), next(needed)))
+        residual = self.out(masked(F.relu(self.out_bn(h)), mask[2]))   # (B, 3, <=2Tc, 2Hc, 2Wc)
+        residual = crop(residual, next(needed))                         # (B, 3, 2 keep, 2Hc, 2Wc)
+        return crop(upsample(c, "trilinear", valid), residual.shape[2]) + residual
 
 
 def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor,
@@ -372,8 +410,7 @@ def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, val
     the video on each side; z the noise map of the same frames; valid (B, context + n + context)
     bool marks the frames inside the video (the rest are zeros, masked inside Gup, so a chunk at
     the video's start or end gives what the clamped chunk gives). -> (B, 3, 2n, 2Hc, 2Wc)."""
-    x = G(c, z, y, valid)                                    # (B, 3, 2(n + 2 context), 2Hc, 2Wc)
-    return x[:, :, 2 * context:x.shape[2] - 2 * context]    # (B, 3, 2n, 2Hc, 2Wc)
+    return G(c, z, y, valid, keep=c.shape[2] - 2 * context)  # (B, 3, 2n, 2Hc, 2Wc)
 
 
 # -----------------------------------------------------------------------------

@@ -301,6 +301,17 @@ def ladder(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int
     return scores
 
 
+def stage_fvd(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device: torch.device,
+              cache_dir: str, frames: int = 16) -> float:
+    """One stage's own rung, for training curves: stage 1's videos from noise, or an upscaling
+    stage on real views of its input, against n real videos at the stage's size."""
+    model = fvd.load_i3d().to(device)
+    real = real_stats(model, source, cfg, n, frames, 16, cache_dir)
+    videos = (from_noise([(cfg, G)], n, 16, device) if cfg.stage == 1 else
+              upscaled([(cfg, G)], source, n, 16, device))
+    return score(videos, model, n, frames, real)[0]
+
+
 def ladder_table(scores: list[tuple[str, float, float, float]], cfg: StageConfig) -> str:
     """The ladder as a Markdown table, each FVD also as a ratio to the best interpolation floor."""
     floor = min((v for name, v, *_ in scores if name.startswith("trilinear x2 ")), default=None)

@@ -33,9 +33,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data import Clips, FrameFolderVideos, StageExamples, SyntheticVideos, to_uint8, video_grid, view, write_gif
+from data import Clips, StageExamples, open_clips, to_uint8, video_grid, view, write_gif
 from losses import d_hinge, d_hinge_negative, g_hinge
 from models import PRESETS, Gup, StageConfig, build_stage, load_checkpoint, stage_config, upscale_chunk, upsample
+from sample import stage_fvd
 
 STATUS_SECONDS = 30      # a status line at least this often, whatever --log-every says
 SAMPLE_SECONDS = 240     # a sample grid at least this often (and after the first step)
@@ -74,6 +75,11 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the D and G steps")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (0: load in-process)")
     p.add_argument("--log-every", type=int, default=50, help="status line every N steps (and every 30 s)")
+    p.add_argument("--fvd-every", type=int, default=0,
+                   help="FVD of G_ema every N steps, appended to log.jsonl (0: never; on a CPU each costs "
+                        "minutes): stage 1's samples, or an upscaler's output on real views of its input, "
+                        "against real views at the stage's size (sample.py --ladder's rung for the stage)")
+    p.add_argument("--fvd-n", type=int, default=64, help="videos per set for --fvd-every")
     p.add_argument("--sample-every", type=int, default=1000, help="sample grid every N steps (and every 4 min)")
     p.add_argument("--ckpt-every", type=int, default=1000, help="checkpoint every N steps (and every 10 min)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -114,9 +120,7 @@ def quiet_worker(worker_id: int) -> None:
 
 def make_clips(args: argparse.Namespace, cfg: StageConfig) -> Clips:
     """The preset's full-resolution clips: uint8 (T, H, W, 3) and a label per item."""
-    if args.data == "synthetic":
-        return SyntheticVideos(cfg.clip_frames, cfg.clip_size, seed=args.seed)
-    return FrameFolderVideos(args.data, cfg.clip_frames, cfg.clip_size, stride=cfg.frame_stride, seed=args.seed)
+    return open_clips(args.data, cfg.clip_frames, cfg.clip_size, args.seed, cfg.frame_stride)
 
 
 HELDOUT = 2**40  # examples from this index on are never trained on: samples and grounding error
@@ -619,7 +623,10 @@ def train(args: argparse.Namespace) -> dict:
                 path = os.path.join(args.out, "samples", f"step{step:07d}.gif")
                 with autocast:
                     status.samples(step, path, write_samples(path, G_ema, cfg, fixed))
-            # (periodic evaluations of G_ema go here, between the samples and the checkpoint)
+            if args.fvd_every and step % args.fvd_every == 0:  # the stage's rung of the ladder
+                fvd_score = stage_fvd(cfg, G_ema, args.data, args.fvd_n, device, os.path.join(args.out, "fvd-stats"))
+                status.append({"step": step, "fvd": round(fvd_score, 2), "fvd_n": args.fvd_n})
+                print(f"step {step} | FVD {fvd_score:.1f} ({args.fvd_n} videos)", flush=True)
             if ckpt_due(step):
                 status.check_finite(step, nets)  # never a checkpoint of a diverged run
                 save_checkpoint(ckpt_path, train_state(step, nets, opts, device, args, cfg))
