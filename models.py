@@ -333,6 +333,9 @@ class Gup(nn.Module):
         c1, c2, c3 = (cfg.ch * m for m in cfg.g_mults)
         self.z_dim = cfg.z_dim
         self.embed = nn.Embedding(max(cfg.num_classes, 1), cfg.z_dim)
+        # The noise enters scaled per channel, from zero (StyleGAN2's noise strength): an untrained
+        # Gup is deterministic, and noise comes in as fast as it helps to fool D_s and D_t.
+        self.noise_gain = nn.Parameter(torch.zeros(cfg.z_dim))
         self.encode = conv(3, 3 + cfg.z_dim, c1, 3)
         self.blocks = nn.ModuleList([
             GBlock(c1, c1, cfg.z_dim, up=(1, 1, 1)),
@@ -390,6 +393,7 @@ class Gup(nn.Module):
             mask[2] = mask[1].repeat_interleave(2, dim=2)               # (B, 1, 2Tc, 1, 1)
         needed = iter(self.frames_needed(keep))
         e = self.embed(y)                                               # (B, z_dim)
+        z = z * self.noise_gain.view(1, -1, 1, 1, 1)                   # (B, z_dim, Tc, Hc, Wc)
         h = crop(self.encode(masked(torch.cat([c, z], dim=1), mask[1])), next(needed))  # (B, C, <=Tc, Hc, Wc)
         frames_per_cond = 1
         for block in self.blocks:
@@ -524,3 +528,15 @@ def load_checkpoint(path: str) -> tuple[dict, StageConfig]:
                          f"move it away or point at another file.")
     cfg = ckpt["config"]
     return ckpt, StageConfig(**{**cfg, "g_mults": tuple(cfg["g_mults"]), "d_mults": tuple(cfg["d_mults"])})
+
+
+def load_weights(module: nn.Module, state: dict, path: str, name: str) -> None:
+    """module.load_state_dict(state), with a mismatch (a checkpoint of an older architecture,
+    e.g. a Gup without its interpolation skip) refused in one line that names the file."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise ValueError(f"{path}: its {name} does not fit this code's architecture ({first}); "
+                         f"it was written by another version of models.py: retrain the stage, or "
+                         f"sample it with the version that wrote it.") from None

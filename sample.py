@@ -25,7 +25,7 @@ import torch
 
 import fvd
 from data import StageExamples, open_clips, to_uint8, video_grid, write_gif, write_mp4
-from models import G1, Gup, StageConfig, load_checkpoint, upscale_chunk, upsample
+from models import G1, Gup, StageConfig, load_checkpoint, load_weights, upscale_chunk, upsample
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -136,7 +136,7 @@ def load_chain(paths: list[str], device: torch.device) -> list[tuple[StageConfig
                                  f"{paths[0]} from {prev.preset!r} with {prev.num_classes}: "
                                  f"every stage of a chain must come from the same preset and data")
         G = (G1 if cfg.stage == 1 else Gup)(cfg)
-        G.load_state_dict(ckpt["G_ema"])
+        load_weights(G, ckpt["G_ema"], path, "G_ema")
         chain.append((cfg, G.to(device).eval().requires_grad_(False)))
     return chain
 

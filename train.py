@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data import Clips, StageExamples, open_clips, to_uint8, video_grid, view, write_gif
 from losses import d_hinge, d_hinge_negative, g_hinge
-from models import PRESETS, Gup, StageConfig, build_stage, load_checkpoint, stage_config, upscale_chunk, upsample
+from models import PRESETS, Gup, StageConfig, build_stage, load_checkpoint, load_weights, stage_config, upscale_chunk, upsample
 from sample import stage_fvd
 
 STATUS_SECONDS = 30      # a status line at least this often, whatever --log-every says
@@ -283,7 +283,7 @@ def check_resumable(path: str, ckpt_cfg: StageConfig, cfg: StageConfig) -> None:
     if ckpt_cfg != cfg:
         diff = {k: (v, getattr(cfg, k)) for k, v in asdict(ckpt_cfg).items() if getattr(cfg, k) != v}
         raise ValueError(f"{path} was trained with a different config (checkpoint vs now: {diff}); "
-                         f"use the same --window/--data, or another --out to start fresh.")
+                         f"use the same --window/--context/--data, or another --out to start fresh.")
 
 
 def train_state(step: int, nets: dict, opts: dict, device: torch.device, args: argparse.Namespace,
@@ -309,7 +309,7 @@ def restore_state(path: str, cfg: StageConfig, nets: dict, opts: dict, device: t
         raise ValueError(f"{path} was trained with --lambda-m 0 (no D_m): keep --lambda-m 0 or use another --out")
     for name, m in (nets | opts).items():
         if m is not None:
-            m.load_state_dict(ckpt[name])
+            load_weights(m, ckpt[name], path, name)
     torch.set_rng_state(ckpt["rng"]["torch"])
     if device.type == "cuda" and "cuda" in ckpt["rng"]:
         torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)

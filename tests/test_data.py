@@ -157,6 +157,28 @@ def test_stage_example_windows_cover_every_start_deterministically():
     assert any(not torch.equal(reseeded[i]["x"], examples[i]["x"]) for i in range(10))
 
 
+@pytest.mark.parametrize("context", [0, 1, 3])
+def test_stage_examples_carry_their_context_as_the_sampler_does(context):
+    """c_context = the conditioning frames start - 2 context .. of the view, zeros and not valid
+    past the video's ends; its centre is c. View (s=2, t=2) of 16 frames: 8 frames, frame k
+    of the view is clip frame 2k, of value 16 k; the conditioning keeps every other one."""
+    examples = StageExamples(CountingClips(), view_s=2, view_t=2, window=4, context=context, seed=0)
+    seen = set()
+    for i in range(40):
+        item = examples[i]
+        start = round((item["x"][0, 0, 0, 0].item() + 1) * 127.5) // 16      # first view frame
+        cond = [start + 2 * j for j in range(-context, 2 + context)]        # its view frames
+        inside = torch.tensor([0 <= k < 8 for k in cond])
+        assert item["c_context"].shape == (3, 2 + 2 * context, 2, 2)
+        assert torch.equal(item["valid"], inside)
+        expected = torch.tensor([16.0 * k / 127.5 - 1 if 0 <= k < 8 else 0.0 for k in cond])
+        torch.testing.assert_close(item["c_context"][0, :, 0, 0], expected)
+        assert torch.equal(item["c_context"][:, context:context + 2], item["c"])
+        seen.add((bool(inside[0]), bool(inside[-1])))
+    both, left_out, right_out, neither = (True, True), (False, True), (True, False), (False, False)
+    assert seen == {0: {both}, 1: {both, left_out, right_out}, 3: {neither}}[context]
+
+
 def test_stage_examples_reject_bad_windows():
     with pytest.raises(ValueError, match="longer than the view"):
         StageExamples(CountingClips(), view_s=1, view_t=4, window=6)[0]  # 16 / 4 = 4 frames

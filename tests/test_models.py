@@ -92,6 +92,7 @@ def test_gup_receptive_radius_matches_probe():
     cfg = tiny(2)
     G = Gup(cfg).eval()
     torch.nn.init.normal_(G.out.weight, std=0.05)  # the residual starts at zero: give it reach
+    torch.nn.init.normal_(G.noise_gain)            # and the noise
     R = G.receptive_radius
     Tc, mid = 4 * R + 8, 2 * R + 4
     c, z, y = inputs(replace(cfg, window=2 * Tc), B=1)

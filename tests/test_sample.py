@@ -16,11 +16,16 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def gup():
-    """An untrained Gup with a random residual: at init its residual is zero and Gup is the
-    interpolation upsample(c), whose 1-frame reach would make every chunk test trivial."""
+    """An untrained Gup with a random residual and noise: at init its residual is zero and Gup
+    is the interpolation upsample(c), whose 1-frame reach would make every chunk test trivial."""
     torch.manual_seed(0)
-    G = Gup(stage_config("tiny", 2, num_classes=3)).eval()
+    return as_if_trained(Gup(stage_config("tiny", 2, num_classes=3)).eval())
+
+
+def as_if_trained(G: Gup) -> Gup:
+    """Give the parts that start at zero (the residual's last conv, the noise gain) values."""
     torch.nn.init.normal_(G.out.weight, std=0.05)
+    torch.nn.init.normal_(G.noise_gain)
     return G
 
 
@@ -125,6 +130,11 @@ def test_refusals(checkpoints, tmp_path):
         sample.main(["--ckpt", s1, s2, "--chunk", "0", *out])
     with pytest.raises(ValueError, match="--overlap -1"):
         sample.main(["--ckpt", s1, s2, "--overlap", "-1", *out])
+    old = torch.load(s2, weights_only=True)  # a Gup from before the interpolation skip
+    old["G_ema"]["out.parametrizations.weight.original"] = old["G_ema"].pop("out.weight")
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="old.pt: its G_ema does not fit this code's architecture"):
+        sample.main(["--ckpt", s1, str(tmp_path / "old.pt"), *out])
     other = torch.load(s2, weights_only=True)
     other["config"] = {**other["config"], "preset": "ssw-64"}
     torch.save(other, tmp_path / "other.pt")
@@ -141,8 +151,7 @@ def test_training_forward_is_a_sampling_chunk(context):
     that start on an even frame sit on the sampler's grid of conditioning frames."""
     torch.manual_seed(0)
     cfg = stage_config("tiny", 3, num_classes=5)
-    G = Gup(cfg).eval()
-    torch.nn.init.normal_(G.out.weight, std=0.05)
+    G = as_if_trained(Gup(cfg).eval())
     R = G.receptive_radius
     ctx = R if context is None else context
     cfg = stage_config("tiny", 3, num_classes=5, context=ctx)
