@@ -374,3 +374,24 @@ def test_smoke_with_option(tmp_path, flags):
     assert ckpt["step"] == 2
     weights = state(ckpt)
     assert all(torch.isfinite(v).all() and v.dtype != torch.bfloat16 for v in weights.values())
+
+
+@pytest.mark.parametrize("stage", [1, 3])
+def test_fvd_every_logs_the_stage_score(tmp_path, stage):
+    """--fvd-every: the stage's FVD rung lands in log.jsonl at those steps, as sample.py's
+    ladder scores that stage (its own videos, or its output on real views of its input)."""
+    run(tmp_path, "--fvd-every", "2", "--fvd-n", "3", stage=stage, iters=2)
+    scores = [r for r in read_log(str(tmp_path / "run" / "log.jsonl")) if "fvd" in r]
+    assert [(r["step"], r["fvd_n"]) for r in scores] == [(2, 3)] and scores[0]["fvd"] > 0
+    assert len(list((tmp_path / "run" / "fvd-stats").glob("*.npz"))) == 1
+
+
+def test_context_is_recorded_and_zero_reproduces_the_window_alone(tmp_path):
+    """The context defaults to R and is saved with the config; --context 0 trains on the window's
+    own conditioning (one length for every example) and refuses to resume a context-R run."""
+    ckpt = run(tmp_path, stage=2, iters=1)
+    assert ckpt["config"]["context"] == 6
+    zero = run(tmp_path, "--context", "0", stage=2, iters=1, name="zero")
+    assert zero["config"]["context"] == 0
+    with pytest.raises(ValueError, match="context"):
+        run(tmp_path, "--context", "0", stage=2, iters=2)
