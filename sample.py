@@ -11,6 +11,11 @@ not on the video's length.
     python sample.py --ckpt ... --frames 1000   # longer than training: G1 unrolls further
 
 Writes video_000.gif ..., grid.gif, videos.npy (uint8 (N, T, H, W, 3)) and, with PyAV, .mp4.
+
+    python sample.py --ckpt ... --ladder --n 256   # the FVD ladder (DESIGN.md section 7)
+
+The ladder scores the chain's last stage against the floors it must beat: real vs real,
+interpolations of lower stages' real views, the stages on real views, the chain from noise.
 """
 import argparse
 import math

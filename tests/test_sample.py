@@ -251,4 +251,6 @@ def test_ladder_prints_every_rung(checkpoints, tmp_path, capsys):
     assert len(list(tmp_path.glob("*.npz"))) == 1
     only3 = sample.main(["--ckpt", checkpoints[2], *argv])
     assert [name for name, *_ in only3] == names[:-2]
-    assert dict(only3)["stage 3 on real 16@16 views"] == pytest.approx(dict(scores)["stage 3 on real 16@16 views"])
+    rung = "stage 3 on real 16@16 views"  # the same videos, against the cached real statistics
+    alone, chained = ([v for name, v, *_ in rows if name == rung] for rows in (only3, scores))
+    assert alone == pytest.approx(chained)
