@@ -318,12 +318,17 @@ def stage_fvd(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device:
 
 
 def ladder_table(scores: list[tuple[str, float, float, float]], cfg: StageConfig) -> str:
-    """The ladder as a Markdown table, each FVD also as a ratio to the best interpolation floor."""
-    floor = min((v for name, v, *_ in scores if name.startswith("trilinear x2 ")), default=None)
-    lines = [f"| stage {cfg.stage} of {cfg.preset} | FVD | / trilinear x2 | frame 0 change | frame 0 sharpness |",
-             "|---|---|---|---|---|"]
+    """The ladder as a Markdown table. Each rung made from real views of some size is also given
+    as a ratio to trilinear upsampling of the same views, its floor; the chain from noise to
+    trilinear of the lowest views (the stage-1 size) as the issue's aim."""
+    floors = {name.split(" of real ")[1]: v for name, v, *_ in scores if name.startswith("trilinear x")}
+    lowest = list(floors.values())[-1] if floors else None
+    lines = [f"| stage {cfg.stage} of {cfg.preset} | FVD | / its trilinear floor | frame 0 change | "
+             f"frame 0 sharpness |", "|---|---|---|---|---|"]
     for name, v, change0, sharp0 in scores:
-        ratio = f"{v / floor:.2f}" if floor else ""
+        views = name.split(" real ")[-1] if " real " in name else None
+        floor = floors.get(views, lowest if name.startswith("full chain") else None)
+        ratio = f"{v / floor:.2f}" if floor and not name.startswith(("trilinear", "real vs real")) else ""
         lines.append(f"| {name} | {v:.1f} | {ratio} | {change0:.2f} | {sharp0:.2f} |")
     return "\n".join(lines)
 

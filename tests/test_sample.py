@@ -254,3 +254,15 @@ def test_ladder_prints_every_rung(checkpoints, tmp_path, capsys):
     rung = "stage 3 on real 16@16 views"  # the same videos, against the cached real statistics
     alone, chained = ([v for name, v, *_ in rows if name == rung] for rows in (only3, scores))
     assert alone == pytest.approx(chained)
+
+
+def test_ladder_table_sets_each_rung_against_its_own_floor():
+    """A rung made from real views of one size is divided by trilinear of those views; the
+    chain from noise by trilinear of the lowest views; floors themselves get no ratio."""
+    scores = [("real vs real (another draw)", 100.0, 1, 1),
+              ("trilinear x2 of real 16@16 views", 400.0, 1, 1), ("stage 3 on real 16@16 views", 300.0, 1, 1),
+              ("trilinear x4 of real 8@8 views", 1000.0, 1, 1), ("stages 2-3 on real 8@8 views", 1500.0, 1, 1),
+              ("full chain from noise", 500.0, 1, 1)]
+    ratios = [line.split("|")[3].strip() for line in
+              sample.ladder_table(scores, stage_config("tiny", 3)).splitlines()[2:]]
+    assert ratios == ["", "", "0.75", "", "1.50", "0.50"]
