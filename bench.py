@@ -95,7 +95,6 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
             n, k = cfg.cond_frames, cfg.context
             data["c"] = c
             data["c_context"] = torch.randn(batch, 3, n + 2 * k, cfg.cond_size, cfg.cond_size)
-            data["valid"] = torch.ones(batch, n + 2 * k, dtype=torch.bool)
         with FlopCounterMode(display=False) as flops:
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 loss_D, _ = train.d_loss(G, D_s, D_t, D_m, cfg, data, 1.0, False)

@@ -78,6 +78,14 @@ def view(x: torch.Tensor, s: int, t: int) -> torch.Tensor:
     return x.mean(dim=(-3, -1))  # (..., C, T', H/s, W/s)
 
 
+def mirrored(t: np.ndarray, T: int) -> np.ndarray:
+    """Frame indices t (any integers) of a video of T frames extended by mirroring at both ends,
+    ... 1 0 | 0 1 ... T-1 | T-1 T-2 ..., as indices 0 .. T-1 into the video. The upscalers see
+    this extension past a video's ends, in training and in sampling (DESIGN.md section 4)."""
+    t = np.asarray(t) % (2 * T)
+    return np.where(t < T, t, 2 * T - 1 - t)
+
+
 # ----------------------------------------------------------------------------------------------
 # Reading and writing videos
 
@@ -513,11 +521,11 @@ class StageExamples(Dataset):
     Item i -> {"x": view(to_float(clip), view_s, view_t): (3, T', H', W') in [-1, 1], cut to a
     random window of `window` frames if window is given; "y": class; "skipped": corrupt videos
     skipped for it}. With a window, also the window's conditioning "c" = view(x, 2, 2)
-    (3, window / 2, H' / 2, W' / 2), and the same conditioning with `context` frames of the
-    video's view on each side, "c_context" (3, window / 2 + 2 context, H' / 2, W' / 2), zeros
-    where the video has no frame, with "valid" (window / 2 + 2 context,) bool marking the frames
-    it has: exactly the chunk the sampler feeds Gup at that position (DESIGN.md section 4).
-    The window start is uniform over 0 .. T' - window, a pure function of (seed, i)."""
+    (3, window / 2, H' / 2, W' / 2), and the same conditioning with `context` conditioning frames
+    of the video on each side, mirrored past its ends (mirrored()), "c_context"
+    (3, window / 2 + 2 context, H' / 2, W' / 2): exactly the chunk the sampler feeds Gup at that
+    position (DESIGN.md section 4). The window start is uniform over 0 .. T' - window, a pure
+    function of (seed, i)."""
 
     def __init__(self, clips: Clips, view_s: int, view_t: int, window: int | None,
                  context: int = 0, seed: int = 0):
@@ -546,22 +554,20 @@ class StageExamples(Dataset):
             # The trailing 1 keeps this stream apart from the clip dataset's (same seed).
             start = int(np.random.default_rng([self.seed, i, 1]).integers(0, T - self.window + 1))
             n = self.window
-        # The context: conditioning frames start - 2j and start + n + 2j (j < context) of the
-        # view, those inside the video. Load the view frames lo .. hi that span them.
-        k = self.context
-        lo, hi = start - 2 * min(k, start // 2), min(T, start + n + 2 * k)
-        frames = range(lo * self.view_t, hi * self.view_t, self.view_t)
-        clip, y, skipped = self.clips.load(i, frames)                 # (hi - lo, H, W, 3) uint8
+        # The window's conditioning frames are view frames start, start + 2, ...: on the grid
+        # p0 + 2j (j < Tc) of this parity, they are j = s .. s + n/2 - 1. The context adds
+        # `context` grid frames each side, mirrored into the video. Load the view frames lo .. hi
+        # that span the window and those.
+        k, p0, s = self.context, start % 2, start // 2
+        grid = mirrored(np.arange(s - k, s + n // 2 + k), math.ceil((T - p0) / 2)) if self.window else None
+        lo = start if grid is None else min(start, p0 + 2 * int(grid.min()))
+        hi = start + n if grid is None else max(start + n, p0 + 2 * int(grid.max()) + 1)
+        clip, y, skipped = self.clips.load(i, range(lo * self.view_t, hi * self.view_t, self.view_t))
         x = view(to_float(clip), self.view_s, 1)                      # (3, hi - lo, H', W')
         item = {"x": x[:, start - lo:start - lo + n], "y": y, "skipped": skipped}
-        if self.window is not None:
-            c = view(x, 2, 2)                                         # the spanned frames' view
-            left = k - (start - lo) // 2                              # context frames missing
-            c_context = c.new_zeros(3, n // 2 + 2 * k, *c.shape[2:])  # (3, n/2 + 2k, H'/2, W'/2)
-            c_context[:, left:left + c.shape[1]] = c
-            valid = torch.zeros(n // 2 + 2 * k, dtype=torch.bool)
-            valid[left:left + c.shape[1]] = True
-            item.update(c=c_context[:, k:k + n // 2], c_context=c_context, valid=valid)
+        if grid is not None:
+            c_context = view(x[:, torch.from_numpy(p0 + 2 * grid - lo)], 2, 1)  # (3, n/2 + 2k, H'/2, W'/2)
+            item.update(c=c_context[:, k:k + n // 2], c_context=c_context)
         return item
 
 

@@ -128,20 +128,10 @@ def sn(layer: nn.Module) -> nn.Module:
 
 
 def conv(dims: int, c_in: int, c_out: int, k: int) -> nn.Module:
-    """A 'same'-padded (zeros) 2D or 3D conv; zero padding in time is what makes chunked
-    sampling exact at the video ends (DESIGN.md section 5)."""
+    """A 'same'-padded (zeros) 2D or 3D conv. Gup's chunks come mirror-extended past the video's
+    ends (upscale_chunk), so no kept frame of an upscaler sees this padding in time."""
     Conv = nn.Conv3d if dims == 3 else nn.Conv2d
     return sn(Conv(c_in, c_out, k, padding=k // 2))
-
-
-def masked(h: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Zero the frames outside the video before a temporal conv. valid (B, 1, T, 1, 1) float.
-    A conv over a chunk padded with masked frames sees exactly the zeros its own padding would
-    give at the video's end, so a padded chunk equals the chunk cut at the end (DESIGN.md 4)."""
-    if valid is None:
-        return h
-    first = (valid.shape[2] - h.shape[2]) // 2  # h may be a centre crop of the masked frames
-    return h * valid[:, :, first:first + h.shape[2]]
 
 
 def crop(h: torch.Tensor, frames: int | None) -> torch.Tensor:
@@ -152,22 +142,19 @@ def crop(h: torch.Tensor, frames: int | None) -> torch.Tensor:
     return h[:, :, first:first + frames]
 
 
-def upsample(c: torch.Tensor, mode: str = "trilinear", valid: torch.Tensor | None = None) -> torch.Tensor:
+def upsample(c: torch.Tensor, mode: str = "trilinear") -> torch.Tensor:
     """The fixed interpolation of a conditioning view c (B, C, Tc, Hc, Wc) -> (B, C, 2Tc, 2Hc, 2Wc)
     that inverts c = view(x, 2, 2) on smooth videos: the floor an upscaler must beat.
 
     view() keeps frames 0, 2, 4, ... and averages 2x2 pixel blocks. So in time, output frame 2k is
-    c[k] and frame 2k+1 lies halfway to c[k+1] ("trilinear"; the last frame holds, as does a frame
-    whose successor is outside the video, valid (B, Tc) bool), or repeats c[k] ("nearest"). In
+    c[k] and frame 2k+1 lies halfway to c[k+1] ("trilinear"; the last frame holds), or repeats
+    c[k] ("nearest"). In
     space the pixel centres sit between the outputs' (bilinear, align_corners=False), or each
     value fills its 2x2 block ("nearest"). F.interpolate's trilinear would put output frame 2k a
     quarter frame before c[k]."""
     if mode == "nearest":
         return F.interpolate(c, scale_factor=2, mode="nearest")
     c_next = torch.cat([c[:, :, 1:], c[:, :, -1:]], dim=2)            # (B, C, Tc, Hc, Wc)
-    if valid is not None:  # no successor inside the video: hold, as at the last frame
-        has_next = torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], dim=1)
-        c_next = torch.where(has_next[:, None, :, None, None], c_next, c)
     frames = torch.stack([c, (c + c_next) / 2], dim=3).flatten(2, 3)  # (B, C, 2Tc, Hc, Wc)
     return F.interpolate(frames, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False)
 
@@ -214,14 +201,12 @@ class GBlock(nn.Module):
     def _upsample(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.up == (1, 1, 1) else F.interpolate(x, scale_factor=self.up, mode="nearest")
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, cond: torch.Tensor,
                 frames: tuple[int | None, int | None] = (None, None)) -> torch.Tensor:
-        """valid (B, 1, T_out, 1, 1): frames inside the video (None: all), see masked().
-        frames: how many centre frames to keep after conv1 and after conv2 (None: all), when
+        """frames: how many centre frames to keep after conv1 and after conv2 (None: all), when
         the caller keeps only a centre of the output (Gup's `keep`)."""
-        h = masked(self._upsample(F.relu(self.bn1(x, cond))), valid)
-        h = crop(self.conv1(h), frames[0])
-        h = crop(self.conv2(masked(F.relu(self.bn2(h, cond)), valid)), frames[1])
+        h = crop(self.conv1(self._upsample(F.relu(self.bn1(x, cond)))), frames[0])
+        h = crop(self.conv2(F.relu(self.bn2(h, cond))), frames[1])
         s = crop(self._upsample(x), h.shape[2])
         return h + (self.skip(s) if self.skip is not None else s)
 
@@ -322,9 +307,6 @@ class Gup(nn.Module):
     (DESIGN.md section 3). Fully convolutional in time with a finite receptive radius
     (`receptive_radius`, in conditioning frames), and no batch statistics in eval mode, so it
     can slide over a video in chunks (DESIGN.md section 5).
-
-    `valid` (B, Tc) bool marks the frames inside the video when c is a chunk padded past the
-    video's ends (see upscale_chunk); None means every frame is real.
     """
 
     def __init__(self, cfg: StageConfig):
@@ -381,40 +363,30 @@ class Gup(nn.Module):
         return needed
 
     def forward(self, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
-                valid: torch.Tensor | None = None, keep: int | None = None) -> torch.Tensor:
+                keep: int | None = None) -> torch.Tensor:
         """keep: make only the centre `keep` conditioning frames' output (B, 3, 2 keep, 2Hc, 2Wc),
         computing no frame that only the dropped ones need (None: all, 2Tc frames)."""
         B, _, Tc, Hc, Wc = c.shape
         assert z.shape == (B, self.z_dim, Tc, Hc, Wc), f"noise map {tuple(z.shape)} vs c {tuple(c.shape)}"
-        mask = {1: None, 2: None}                                       # frames per cond frame -> mask
-        if valid is not None:
-            assert valid.shape == (B, Tc), f"valid {tuple(valid.shape)} vs c {tuple(c.shape)}"
-            mask[1] = valid.to(c.dtype).view(B, 1, Tc, 1, 1)           # (B, 1, Tc, 1, 1)
-            mask[2] = mask[1].repeat_interleave(2, dim=2)               # (B, 1, 2Tc, 1, 1)
         needed = iter(self.frames_needed(keep))
         e = self.embed(y)                                               # (B, z_dim)
         z = z * self.noise_gain.view(1, -1, 1, 1, 1)                   # (B, z_dim, Tc, Hc, Wc)
-        h = crop(self.encode(masked(torch.cat([c, z], dim=1), mask[1])), next(needed))  # (B, C, <=Tc, Hc, Wc)
-        frames_per_cond = 1
+        h = crop(self.encode(torch.cat([c, z], dim=1)), next(needed))   # (B, C, <=Tc, Hc, Wc)
         for block in self.blocks:
-            frames_per_cond *= block.up[0]
-            h = block(h, e, mask[frames_per_cond], (next(needed), next(needed)))
-        residual = self.out(masked(F.relu(self.out_bn(h)), mask[2]))   # (B, 3, <=2Tc, 2Hc, 2Wc)
-        residual = crop(residual, next(needed))                         # (B, 3, 2 keep, 2Hc, 2Wc)
-        return crop(upsample(c, "trilinear", valid), residual.shape[2]) + residual
+            h = block(h, e, (next(needed), next(needed)))
+        residual = crop(self.out(F.relu(self.out_bn(h))), next(needed))  # (B, 3, 2 keep, 2Hc, 2Wc)
+        return crop(upsample(c, "trilinear"), residual.shape[2]) + residual
 
 
-def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor,
-                  context: int) -> torch.Tensor:
+def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, context: int) -> torch.Tensor:
     """Run Gup on a padded chunk and keep its centre: the one forward of an upscaling stage,
     shared by training (train.py) and sampling (sample.py), so a training forward *is* a
     sampling chunk (DESIGN.md sections 4 and 5).
 
-    c (B, 3, context + n + context, Hc, Wc) holds n conditioning frames with `context` frames of
-    the video on each side; z the noise map of the same frames; valid (B, context + n + context)
-    bool marks the frames inside the video (the rest are zeros, masked inside Gup, so a chunk at
-    the video's start or end gives what the clamped chunk gives). -> (B, 3, 2n, 2Hc, 2Wc)."""
-    return G(c, z, y, valid, keep=c.shape[2] - 2 * context)  # (B, 3, 2n, 2Hc, 2Wc)
+    c (B, 3, context + n + context, Hc, Wc) holds n conditioning frames with `context` frames on
+    each side, mirrored past the video's ends (data.mirrored); z the noise map of the same
+    frames. -> (B, 3, 2n, 2Hc, 2Wc)."""
+    return G(c, z, y, keep=c.shape[2] - 2 * context)  # (B, 3, 2n, 2Hc, 2Wc)
 
 
 # -----------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Chain trained stages into full-length, full-resolution videos (DESIGN.md section 5).
 
 Stage 1 makes the whole video small; each upscaling stage then slides over it in chunks of
---chunk conditioning frames, each fed with --overlap extra frames on both sides (clamped at the
-video ends), keeping only the chunk's centre. With overlap >= the stage's receptive radius R
+--chunk conditioning frames, each fed with --overlap extra frames on both sides (mirrored past
+the video's ends, as in training), keeping only the chunk's centre. With overlap >= the stage's receptive radius R
 the result equals running the stage on the whole video at once; memory depends on the chunk,
 not on the video's length.
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import fvd
-from data import StageExamples, open_clips, to_uint8, video_grid, write_gif, write_mp4
+from data import StageExamples, mirrored, open_clips, to_uint8, video_grid, write_gif, write_mp4
 from models import G1, Gup, StageConfig, load_checkpoint, load_weights, upscale_chunk, upsample
 
 
@@ -71,20 +71,21 @@ def upscale_chunked(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, c
     """Run Gup over the whole conditioning video c in temporal chunks.
 
     c (B, 3, Tc, Hc, Wc) and z (B, zc, Tc, Hc, Wc) live on the CPU, whole; each chunk of `chunk`
-    frames goes to `device` with `overlap` more frames each side (zeros, marked not valid, past
-    the video's ends) through upscale_chunk, the forward training uses too, and only its centre
-    is written into the preallocated CPU output (B, 3, 2Tc, 2Hc, 2Wc). The noise map is drawn
-    once for the whole video, so a frame gets the same noise whatever the chunking. Running
-    Gup on the whole c at once is the reference the chunks must equal for overlap >= R.
+    frames goes to `device` with `overlap` more frames each side (mirrored past the video's
+    ends, as in training) through upscale_chunk, the forward training uses too, and only its
+    centre is written into the preallocated CPU output (B, 3, 2Tc, 2Hc, 2Wc). The noise map is
+    drawn once for the whole video, so a frame gets the same noise whatever the chunking. One
+    chunk of the whole video (chunk >= Tc) with overlap R, i.e. Gup on the whole c mirrored R
+    frames past each end, is the reference the chunks must equal for overlap >= R.
     """
     B, _, Tc, Hc, Wc = c.shape
     out = torch.empty(B, 3, 2 * Tc, 2 * Hc, 2 * Wc)
     starts = range(0, Tc, chunk)
     for i, start in enumerate(starts):
         end = min(start + chunk, Tc)
-        c_chunk, valid = with_context(c, start, end, overlap)  # (B, 3, end - start + 2 overlap, Hc, Wc)
-        z_chunk, _ = with_context(z, start, end, overlap)
-        x = upscale_chunk(G, c_chunk.to(device), z_chunk.to(device), y, valid.to(device), overlap)
+        c_chunk = with_context(c, start, end, overlap)  # (B, 3, end - start + 2 overlap, Hc, Wc)
+        z_chunk = with_context(z, start, end, overlap)
+        x = upscale_chunk(G, c_chunk.to(device), z_chunk.to(device), y, overlap)
         out[:, :, 2 * start:2 * end] = x.float().cpu()          # (B, 3, 2(end - start), 2Hc, 2Wc)
         if progress:
             print(f"\r{progress}: chunk {i + 1}/{len(starts)}", end="", file=sys.stderr, flush=True)
@@ -93,17 +94,10 @@ def upscale_chunked(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, c
     return out
 
 
-def with_context(v: torch.Tensor, start: int, end: int, context: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames start - context .. end + context of a whole video v (B, C, T, H, W), zeros where
-    the video has none -> (chunk (B, C, end - start + 2 context, H, W), valid (B, that many) bool)."""
-    B, C, T, H, W = v.shape
-    lo, hi = max(0, start - context), min(T, end + context)
-    chunk = v.new_zeros(B, C, end - start + 2 * context, H, W)
-    valid = torch.zeros(B, end - start + 2 * context, dtype=torch.bool)
-    first = lo - (start - context)                             # where frame lo lands in the chunk
-    chunk[:, :, first:first + hi - lo] = v[:, :, lo:hi]
-    valid[:, first:first + hi - lo] = True
-    return chunk, valid
+def with_context(v: torch.Tensor, start: int, end: int, context: int) -> torch.Tensor:
+    """Frames start - context .. end + context of a whole video v (B, C, T, H, W), mirrored past
+    its ends (data.mirrored) -> (B, C, end - start + 2 context, H, W)."""
+    return v[:, :, torch.from_numpy(mirrored(np.arange(start - context, end + context), v.shape[2]))]
 
 
 def seam_frames(Tc: int, chunk: int) -> list[int]:

@@ -138,11 +138,11 @@ def generate(G, cfg: StageConfig, batch: dict) -> torch.Tensor:
     if cfg.stage == 1:
         z = batch.get("z", None)
         return G(torch.randn(B, cfg.out_frames, cfg.z_dim, device=y.device) if z is None else z, y)
-    c, valid = batch["c_context"], batch["valid"]                 # (B, 3, Tc + 2 context, Hc, Wc)
+    c = batch["c_context"]                                        # (B, 3, Tc + 2 context, Hc, Wc)
     z = batch.get("z", None)
     if z is None:
         z = torch.randn(B, cfg.z_dim, *c.shape[2:], device=y.device)  # noise for every chunk frame
-    return upscale_chunk(G, c, z, y, valid, cfg.context)          # (B, 3, T, H, W): the window
+    return upscale_chunk(G, c, z, y, cfg.context)                 # (B, 3, T, H, W): the window
 
 
 def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mismatch: bool):

@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import data
-from data import (FrameFolderVideos, StageExamples, SyntheticVideos, read_video, to_float,
+from data import (mirrored, FrameFolderVideos, StageExamples, SyntheticVideos, read_video, to_float,
                   to_uint8, video_grid, view, write_gif, write_mp4)
 
 
@@ -157,24 +157,30 @@ def test_stage_example_windows_cover_every_start_deterministically():
     assert any(not torch.equal(reseeded[i]["x"], examples[i]["x"]) for i in range(10))
 
 
+def test_mirrored_by_hand():
+    assert mirrored(np.arange(-3, 7), 3).tolist() == [2, 1, 0, 0, 1, 2, 2, 1, 0, 0]
+    assert mirrored(np.arange(-2, 3), 1).tolist() == [0, 0, 0, 0, 0]
+
+
 @pytest.mark.parametrize("context", [0, 1, 3])
 def test_stage_examples_carry_their_context_as_the_sampler_does(context):
-    """c_context = the conditioning frames start - 2 context .. of the view, zeros and not valid
-    past the video's ends; its centre is c. View (s=2, t=2) of 16 frames: 8 frames, frame k
-    of the view is clip frame 2k, of value 16 k; the conditioning keeps every other one."""
+    """c_context = the conditioning frames start - 2 context .. of the view, mirrored past the
+    video's ends on the conditioning grid of the window's parity; its centre is c. View (s=2,
+    t=2) of 16 frames: 8 frames, frame k of the view is clip frame 2k, of value 16 k; the
+    conditioning keeps every other one: 4 frames on either grid (even or odd view frames)."""
     examples = StageExamples(CountingClips(), view_s=2, view_t=2, window=4, context=context, seed=0)
+    mirror = {-3: 2, -2: 1, -1: 0, 4: 3, 5: 2, 6: 1}                    # on a grid of 4 frames
     seen = set()
     for i in range(40):
         item = examples[i]
         start = round((item["x"][0, 0, 0, 0].item() + 1) * 127.5) // 16      # first view frame
-        cond = [start + 2 * j for j in range(-context, 2 + context)]        # its view frames
-        inside = torch.tensor([0 <= k < 8 for k in cond])
+        p0, grid = start % 2, [start // 2 + j for j in range(-context, 2 + context)]
+        cond = [p0 + 2 * mirror.get(g, g) for g in grid]                     # its view frames
         assert item["c_context"].shape == (3, 2 + 2 * context, 2, 2)
-        assert torch.equal(item["valid"], inside)
-        expected = torch.tensor([16.0 * k / 127.5 - 1 if 0 <= k < 8 else 0.0 for k in cond])
+        expected = torch.tensor([16.0 * k / 127.5 - 1 for k in cond])
         torch.testing.assert_close(item["c_context"][0, :, 0, 0], expected)
         assert torch.equal(item["c_context"][:, context:context + 2], item["c"])
-        seen.add((bool(inside[0]), bool(inside[-1])))
+        seen.add((grid[0] >= 0, grid[-1] < 4))
     both, left_out, right_out, neither = (True, True), (False, True), (True, False), (False, False)
     assert seen == {0: {both}, 1: {both, left_out, right_out}, 3: {neither}}[context]
 

@@ -36,37 +36,53 @@ def video_inputs(G, Tc, B=2, seed=1):
     return c, z, torch.tensor([0, 2])[:B]
 
 
+def reflected(v: torch.Tensor, context: int) -> torch.Tensor:
+    """v (B, C, T, H, W) extended by `context` frames each side, reflecting at both ends until
+    inside (... 1 0 | 0 1 ... T-1 | T-1 ...): written out, unlike data.mirrored's arithmetic."""
+    def inside(t, T):
+        while not 0 <= t < T:
+            t = -t - 1 if t < 0 else 2 * T - 1 - t
+        return t
+    T = v.shape[2]
+    return torch.stack([v[:, :, inside(t, T)] for t in range(-context, T + context)], dim=2)
+
+
 @pytest.mark.parametrize("Tc", [5, 13, 20])
 @pytest.mark.parametrize("chunk", [1, 3, 8])
 @pytest.mark.parametrize("extra", [0, 2])
 @torch.no_grad()
 def test_chunked_equals_whole_video(gup, Tc, chunk, extra):
-    """overlap >= R: any length (also not a multiple of the chunk), any chunk (also < R)."""
+    """overlap >= R: any length (also not a multiple of the chunk, also < R), any chunk (also
+    < R). The whole-video pass is Gup on the video mirrored R frames past each end."""
     c, z, y = video_inputs(gup, Tc)
-    whole = upscale_chunked(gup, c, z, y, chunk=Tc, overlap=0, device=CPU)
-    torch.testing.assert_close(whole, gup(c, z, y))
-    chunked = upscale_chunked(gup, c, z, y, chunk=chunk, overlap=gup.receptive_radius + extra, device=CPU)
+    R = gup.receptive_radius
+    whole = upscale_chunked(gup, c, z, y, chunk=Tc, overlap=R, device=CPU)
+    torch.testing.assert_close(whole, gup(reflected(c, R), reflected(z, R), y)[:, :, 2 * R:2 * (R + Tc)])
+    chunked = upscale_chunked(gup, c, z, y, chunk=chunk, overlap=R + extra, device=CPU)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
 def test_small_overlap_differs_at_seams_only(gup):
-    """overlap < R: frames at least R - overlap conditioning frames inside a chunk are still
-    exact; frames next to a seam are not."""
-    R, Tc, chunk, overlap = gup.receptive_radius, 24, 8, 1
+    """overlap < R: frames at least R conditioning frames from both ends of their chunk's input
+    are still exact; frames next to a seam are not."""
+    R, Tc, chunk, overlap = gup.receptive_radius, 48, 16, 1
     c, z, y = video_inputs(gup, Tc)
-    whole = upscale_chunked(gup, c, z, y, chunk=Tc, overlap=0, device=CPU)
+    whole = upscale_chunked(gup, c, z, y, chunk=Tc, overlap=R, device=CPU)
     chunked = upscale_chunked(gup, c, z, y, chunk=chunk, overlap=overlap, device=CPU)
     err = (chunked - whole).abs().amax(dim=(0, 1, 3, 4))     # (2Tc,)
+    exact = 0
     for t in range(2 * Tc):
         i = t // 2                                            # conditioning frame of output t
         start = i // chunk * chunk
-        lo, hi = max(0, start - overlap), min(Tc, start + chunk + overlap)
-        exact = (i - lo >= R or lo == 0) and (hi - 1 - i >= R or hi == Tc)
-        if exact:
+        lo, hi = start - overlap, min(Tc, start + chunk) + overlap
+        if i - lo >= R and hi - 1 - i >= R:
             assert err[t] < 1e-5, t
+            exact += 1
+    assert exact == 2 * (Tc // chunk) * (chunk + 2 * overlap - 2 * R)
     for seam in seam_frames(Tc, chunk):
         assert err[seam - 1] > 1e-3 and err[seam] > 1e-3
+    assert err[0] > 1e-3 and err[-1] > 1e-3                   # 1 mirrored frame, not R
 
 
 @torch.no_grad()
@@ -169,20 +185,21 @@ def test_training_forward_is_a_sampling_chunk(context):
         c_video = view(video, 2, 2)                                          # (1, 3, 16, 16, 16)
         z_video = torch.randn(1, cfg.z_dim, *c_video.shape[2:])
         s = start // 2
-        z_chunk, _ = with_context(z_video, s, s + n, ctx)
+        z_chunk = with_context(z_video, s, s + n, ctx)
         batch = {k: (v[None] if torch.is_tensor(v) else torch.tensor([v])) for k, v in item.items()}
         x_train = train.generate(G, cfg, {**batch, "z": z_chunk})
-        c_chunk, valid = with_context(c_video, s, s + n, ctx)
-        # The example's conditioning is the sampler's chunk at its position (rendering a few
-        # frames may round one pixel to the next grey level: 2/255 apart in [-1, 1]).
+        c_chunk = with_context(c_video, s, s + n, ctx)
+        # The example's conditioning is the sampler's chunk at its position, mirrored past the
+        # video's ends alike (rendering a few frames may round one pixel to the next grey
+        # level: 2/255 apart in [-1, 1]).
         torch.testing.assert_close(batch["c_context"], c_chunk, rtol=0, atol=2 / 255 + 1e-6)
-        assert torch.equal(batch["valid"], valid)
         c_chunk = batch["c_context"]
-        c_video[:, :, max(s - ctx, 0):s + n + ctx] = c_chunk[:, :, valid[0]]  # the same numbers
-        x_sample = upscale_chunk(G, c_chunk, z_chunk, batch["y"], valid, ctx)
+        inside = [t for t in range(s - ctx, s + n + ctx) if 0 <= t < c_video.shape[2]]
+        c_video[:, :, inside] = c_chunk[:, :, [t - (s - ctx) for t in inside]]  # the same numbers
+        x_sample = upscale_chunk(G, c_chunk, z_chunk, batch["y"], ctx)
         torch.testing.assert_close(x_train, x_sample)
         if ctx >= R:  # exact: the whole-video pass, cut to the window
-            whole = G(c_video, z_video, batch["y"])
+            whole = upscale_chunked(G, c_video, z_video, batch["y"], c_video.shape[2], R, CPU)
             torch.testing.assert_close(x_train, whole[:, :, start:start + w], rtol=1e-5, atol=1e-5)
         starts.add("start" if s < ctx else "end" if s + n + ctx > c_video.shape[2] else "inside")
         if len(starts) == 3 or (ctx == 0 and starts == {"inside"}):
@@ -193,13 +210,9 @@ def test_training_forward_is_a_sampling_chunk(context):
 @torch.no_grad()
 def test_upscale_chunk_keeps_exactly_the_window(gup):
     c, z, y = video_inputs(gup, 10)
-    valid = torch.ones(2, 10, dtype=torch.bool)
-    valid[:, :3] = False                                      # a chunk at the video's start
-    x = upscale_chunk(gup, c, z, y, valid, context=3)
+    x = upscale_chunk(gup, c, z, y, context=3)
     assert x.shape == (2, 3, 8, 8, 8)
-    torch.testing.assert_close(x, gup(c, z, y, valid)[:, :, 6:14])
-    # the masked frames are as good as absent: the same as the chunk cut at the start
-    torch.testing.assert_close(x, gup(c[:, :, 3:], z[:, :, 3:], y)[:, :, :8], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x, gup(c, z, y)[:, :, 6:14])
 
 
 @torch.no_grad()
@@ -214,14 +227,11 @@ def test_gup_starts_as_the_interpolation():
 
 
 def test_upsample_inverts_the_temporal_view():
-    """Frames 2k are c[k], 2k+1 halfway to c[k+1], the last (or one before an invalid frame)
-    holds; nearest repeats. On frames uniform in space, space changes nothing."""
+    """Frames 2k are c[k], 2k+1 halfway to c[k+1], the last holds; nearest repeats. On frames uniform in space, space changes nothing."""
     c = torch.tensor([0.0, 2, 6]).view(1, 1, 3, 1, 1).expand(1, 1, 3, 2, 2)
     frames = upsample(c)[0, 0, :, 0, 0]
     assert frames.tolist() == [0, 1, 2, 4, 6, 6]
     assert upsample(c, "nearest")[0, 0, :, 0, 0].tolist() == [0, 0, 2, 2, 6, 6]
-    valid = torch.tensor([[True, True, False]])
-    assert upsample(c, valid=valid)[0, 0, :4, 0, 0].tolist() == [0, 1, 2, 2]
     assert torch.equal(view(upsample(c), 2, 2), c)
 
 
