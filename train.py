@@ -56,6 +56,9 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "where training is a demo of the pipeline, not a real run)")
     p.add_argument("--max-iters", type=int, default=200_000, help="G steps to train for")
     p.add_argument("--window", type=int, default=None, help="stages >= 2: output frames per window (even)")
+    p.add_argument("--frame-stride", type=int, default=None,
+                   help="source frames between two clip frames (default: the preset's, 1); with data "
+                        "prepared at 25 fps, 2 makes a 100-frame clip span 8 s; recorded in the checkpoint")
     p.add_argument("--lr-g", type=float, default=1e-4, help="Adam learning rate of G")
     p.add_argument("--lr-d", type=float, default=5e-4, help="Adam learning rate of the Ds")
     p.add_argument("--d-steps", type=int, default=2, help="D steps per G step")
@@ -118,12 +121,14 @@ def quiet_worker(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def make_clips(args: argparse.Namespace, cfg: StageConfig) -> Clips:
-    """The preset's full-resolution clips: uint8 (T, H, W, 3) and a label per item."""
-    return open_clips(args.data, cfg.clip_frames, cfg.clip_size, args.seed, cfg.frame_stride)
+def make_clips(args: argparse.Namespace, cfg: StageConfig, split: str = "train") -> Clips:
+    """The preset's full-resolution clips of one split ("train", or "val": held out, for sample
+    grids and the grounding error): uint8 (T, H, W, 3) and a label per item."""
+    stride = args.frame_stride or cfg.frame_stride
+    return open_clips(args.data, cfg.clip_frames, cfg.clip_size, args.seed, stride, split=split)
 
 
-HELDOUT = 2**40  # examples from this index on are never trained on: samples and grounding error
+GRID_MAX = 32  # videos in a stage-1 sample grid at most, as StyleGAN2-ADA caps its grids
 
 
 # -----------------------------------------------------------------------------
@@ -208,7 +213,7 @@ def write_samples(path: str, G_ema, cfg: StageConfig, fixed: dict) -> float | No
     windows; returns the grounding error on them (None for stage 1)."""
     if cfg.stage == 1:
         x = generate(G_ema, cfg, fixed)                                     # (N, 3, T, H, W)
-        write_gif(path, video_grid(to_uint8(x.float().cpu()), nrow=fixed["per_class"]))
+        write_gif(path, video_grid(to_uint8(x.float().cpu()), nrow=fixed["nrow"]))
         return None
     x = generate(G_ema, cfg, fixed)                                        # (N, 3, T, H, W)
     c, x_real = fixed["c"], fixed["x"]
@@ -217,16 +222,19 @@ def write_samples(path: str, G_ema, cfg: StageConfig, fixed: dict) -> float | No
     return grounding_error(x, c)
 
 
-def fixed_inputs(cfg: StageConfig, examples: StageExamples, device: torch.device, seed: int) -> dict:
-    """What every sample grid of a run is made from: fixed noise (and fixed held-out windows)."""
+def fixed_inputs(cfg: StageConfig, heldout: StageExamples | None, device: torch.device, seed: int) -> dict:
+    """What every sample grid of a run is made from: fixed noise, and for stages >= 2 the first
+    windows of `heldout`, examples of the held-out split. Stage 1 shows at most GRID_MAX videos:
+    up to 4 per class (a row each), of classes spread evenly over all of them."""
     g = torch.Generator().manual_seed(seed)
     if cfg.stage == 1:
-        per_class = 4
         n_cls = max(cfg.num_classes, 1)
-        y = torch.arange(n_cls).repeat_interleave(per_class)
+        per_class = max(1, min(4, GRID_MAX // n_cls))
+        shown = min(n_cls, GRID_MAX // per_class)
+        y = torch.linspace(0, n_cls - 1, shown).round().long().repeat_interleave(per_class)
         z = torch.randn(len(y), cfg.out_frames, cfg.z_dim, generator=g)
-        return {"z": z.to(device), "y": y.to(device), "per_class": per_class}
-    batch = torch.utils.data.default_collate([examples[HELDOUT + i] for i in range(4)])
+        return {"z": z.to(device), "y": y.to(device), "nrow": per_class if per_class > 1 else 8}
+    batch = torch.utils.data.default_collate([heldout[i] for i in range(4)])
     batch["z"] = torch.randn(4, cfg.z_dim, *batch["c_context"].shape[2:], generator=g)
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -266,6 +274,8 @@ class TrainingDiverged(RuntimeError):
 
 def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
     overrides = {"num_classes": num_classes}
+    if args.frame_stride is not None:
+        overrides["frame_stride"] = args.frame_stride
     if args.window is not None:
         overrides["window"] = args.window
     if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup
@@ -583,7 +593,9 @@ def train(args: argparse.Namespace) -> dict:
             generator=torch.Generator(),  # keeps the global RNG untouched: resume stays exact
             worker_init_fn=quiet_worker, persistent_workers=args.workers > 0)
         batches = iter(loader)
-        fixed = fixed_inputs(cfg, examples, device, args.seed) if main else None
+        heldout = (StageExamples(make_clips(args, cfg, split="val"), cfg.view_s, cfg.view_t, cfg.window,
+                                 cfg.context, seed=args.seed) if main and cfg.stage > 1 else None)
+        fixed = fixed_inputs(cfg, heldout, device, args.seed) if main else None
 
         # --- the loop: D steps, a G step, EMA, then the bookkeeping
         status, step0 = Status(args.out, device, step, main), step
