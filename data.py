@@ -1,12 +1,16 @@
 """Video data: decoding to uint8 clips, the one uint8 <-> [-1, 1] conversion each way, view(),
-stage examples (windows and their conditioning views) and a built-in synthetic dataset.
+stage examples (windows and their conditioning views), a built-in synthetic dataset, and the
+prepared format (tar shards of JPEG frames) that real datasets train from.
 
 DESIGN.md section 2 ("Views") defines the vocabulary: float video tensors are (B, C, T, H, W) in
 [-1, 1]; uint8 (T, H, W, 3) exists only here, at I/O. Every item is a pure function of (seed, i),
-so train.py can rebuild the batch of any step from item indices when it resumes.
+drawn through a per-epoch shuffle of the videos, so batches mix classes and train.py can rebuild
+the batch of any step from item indices when it resumes (DESIGN.md section 4). A held-out split,
+by video, feeds sample grids, the grounding error and FVD's real statistics.
 
-Preview the synthetic dataset and time its rendering:
-    python data.py --frames 100 --size 128 --n 16 --out out/synthetic.gif
+    python data.py --frames 100 --size 128 --n 16 --out out/synthetic.gif   # preview, time
+    python data.py prepare --src RAW --dst PREPARED --size 128 --fps 25      # videos -> shards
+    python data.py info PREPARED                                              # what it holds
 """
 import argparse
 import csv

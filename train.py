@@ -6,7 +6,7 @@ window, so every stage trains on real data alone: in any order, even at the same
 
     python train.py --stage 1                     # default preset ssw-128, built-in data
     python train.py --stage 2 --preset tiny       # an upscaling stage at toy size
-    python train.py --stage 1 --data PATH         # your videos (see data.FrameFolderVideos)
+    python train.py --stage 1 --data PREPARED     # videos data.py prepare made (or a folder of videos)
     torchrun --nproc_per_node=K train.py --stage N   # data-parallel (gloo on CPU, nccl on GPU)
 
 Outputs in --out (default out/stageN): ckpt.pt (everything needed to continue: rerunning the
@@ -49,7 +49,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage", type=int, default=1, help="which stage to train (1-based)")
     p.add_argument("--preset", default="ssw-128", choices=sorted(PRESETS), help="row of the preset table")
     p.add_argument("--data", default="synthetic",
-                   help="'synthetic' (built-in bouncing shapes) or a folder of videos")
+                   help="'synthetic' (built-in bouncing shapes), a folder data.py prepare wrote, or a folder of videos")
     p.add_argument("--out", default=None, help="output folder (default out/stageN)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="videos per D and per G step, per process (default: 32 on GPU, 2 on CPU, "

@@ -466,7 +466,7 @@ def test_prepare_logs_bad_videos_and_goes_on(tmp_path, capsys):
     write_gif(src / "good.gif", make_frames(4))
     write_gif(src / "short.gif", make_frames(1))
     (src / "broken.gif").write_bytes(b"GIF89a not really")
-    dst, counts = prepared(tmp_path, src, labels="none", min_frames=4)  # 1 frame at 8 fps: 3 at 25
+    dst, counts = prepared(tmp_path, src, labels="none", min_frames=4, workers=2)  # 1 frame at 8 fps: 3 at 25
     assert (counts["done"], counts["failed"], counts["too short"]) == (1, 1, 1)
     log = (dst / "failed.txt").read_text()
     assert "broken.gif: cannot read it" in log and "short.gif: too short: 3 frames" in log
