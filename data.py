@@ -13,6 +13,7 @@ by video, feeds sample grids, the grounding error and FVD's real statistics.
     python data.py info PREPARED                                              # what it holds
 """
 import argparse
+import collections
 import csv
 import io
 import itertools
@@ -295,7 +296,8 @@ class SyntheticVideos(Clips):
 
     All geometry is in normalized units: space in [0, 1], time tau = t / frames in [0, 1) over
     the clip. So the scene does not depend on size or frames: the same item at 128 and at 32
-    is the same scene, and frame 4k of a 100-frame clip is frame k of the 25-frame clip."""
+    is the same scene, and frame 4k of a 100-frame clip is frame k of the 25-frame clip.
+    split "val" is the held-out items 2**40 on: scenes never trained on."""
 
     classes = ["circle", "square", "triangle", "ring", "cross"]
     num_classes = len(classes)
@@ -805,7 +807,7 @@ def prepare(src: str | Path, dst: str | Path, size: int = 128, fps: float = 25, 
                           f"pip install av (GIFs alone do not)")
     classes, found = _labels(src, files, labels, val_fraction)
     meta = {"format": 1, "size": size, "fps": fps, "labels": labels if labels in ("folders", "none")
-            else os.path.abspath(labels), "classes": classes}
+            else os.path.abspath(labels), "classes": classes, "val_fraction": val_fraction}
     dst.mkdir(parents=True, exist_ok=True)
     if (dst / PREPARED).exists():
         old = json.loads((dst / PREPARED).read_text())
@@ -890,9 +892,9 @@ def info(root: str | Path) -> str:
              f"({_size(on_disk / max(len(videos), 1) * 1000)} per 1,000 videos)",
              f"frames per video: min {frames.min()}, median {np.median(frames):g}, max {frames.max()}",
              "class | " + " | ".join(splits)]
+    count = collections.Counter((v["y"], v["split"]) for _, v in videos)
     for y, name in enumerate(meta["classes"] or ["(unconditional)"]):
-        lines.append(f"{name} | " + " | ".join(str(sum(v["y"] == y and v["split"] == s for _, v in videos))
-                                                for s in splits))
+        lines.append(f"{name} | " + " | ".join(str(count[y, s]) for s in splits))
     for preset, rows in PRESETS.items():  # a preset's stages share its clips, so its lengths
         for span in sorted({(cfg.clip_frames - 1) * cfg.frame_stride + 1 for cfg in rows}):
             stages = ", ".join(str(cfg.stage) for cfg in rows if (cfg.clip_frames - 1) * cfg.frame_stride + 1 == span)

@@ -87,6 +87,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt-every", type=int, default=1000, help="checkpoint every N steps (and every 10 min)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     args = p.parse_args(argv)
+    if args.frame_stride is not None and args.frame_stride < 1:
+        p.error(f"--frame-stride {args.frame_stride}: must be >= 1 (1 keeps every frame)")
     if args.out is None:
         args.out = os.path.join("out", f"stage{args.stage}")
     if args.batch_size is None:
@@ -124,7 +126,7 @@ def quiet_worker(worker_id: int) -> None:
 def make_clips(args: argparse.Namespace, cfg: StageConfig, split: str = "train") -> Clips:
     """The preset's full-resolution clips of one split ("train", or "val": held out, for sample
     grids and the grounding error): uint8 (T, H, W, 3) and a label per item."""
-    stride = args.frame_stride or cfg.frame_stride
+    stride = cfg.frame_stride if args.frame_stride is None else args.frame_stride
     return open_clips(args.data, cfg.clip_frames, cfg.clip_size, args.seed, stride, split=split)
 
 

@@ -415,6 +415,8 @@ def test_trains_on_prepared_shards_with_a_frame_stride(tmp_path):
         run(tmp_path, "--data", str(tmp_path / "prepared"), stage=2, iters=2)
     with pytest.raises(ValueError, match="--frame-stride 2: the built-in data"):
         run(tmp_path, "--frame-stride", "2", name="synthetic")
+    with pytest.raises(SystemExit):
+        get_args(["--frame-stride", "0"])
 
 
 @pytest.mark.parametrize("num_classes,shown,per_class", [(0, 1, 4), (5, 5, 4), (9, 9, 3), (101, 32, 1), (600, 32, 1)])
