@@ -521,6 +521,8 @@ def test_info_describes_a_prepared_folder(tmp_path, capsys):
     assert "run | 1" in out and "walk | 2" in out
     assert "tiny stages 1, 2, 3 (clips of 32 frames): 1 too short: walk/b.gif" in out
     assert "ssw-128 stages 1, 2, 3 (clips of 100 frames): 3 too short" in out
+    with pytest.raises(ValueError, match=r"src: no prepared.json; make it with python data.py prepare"):
+        data.info(src)
 
 
 def test_shards_load_the_same_clips_as_their_frames_in_folders(tmp_path, monkeypatch):
