@@ -670,8 +670,17 @@ def _timed_frames(path: Path) -> Iterator[tuple[float, object]]:
         yield t + step, None
 
 
-def _image(frame) -> Image.Image:
-    return frame if isinstance(frame, Image.Image) else frame.to_image()
+def _image(frame, size: int) -> Image.Image:
+    """A decoded frame as a PIL image. A PyAV frame with a short side above 2 size is first
+    shrunk to 2 size in FFmpeg's scaler (area averaging), for the final antialiased resize to
+    finish: converting a whole 720p frame to RGB costs more than decoding it (2.3x faster)."""
+    if isinstance(frame, Image.Image):
+        return frame
+    k = min(frame.width, frame.height) / (2 * size)
+    if k <= 1:
+        return frame.to_image()
+    return frame.reformat(width=round(frame.width / k), height=round(frame.height / k), format="rgb24",
+                          interpolation="AREA").to_image()
 
 
 def resample(timed: Iterable[tuple[float, object]], fps: float) -> Iterator[object]:
@@ -696,7 +705,7 @@ def _prepare_one(job: tuple[Path, int, float, int, int]) -> tuple[str, list[byte
         for frame in resample(_timed_frames(path), fps):
             if frame is not last:  # a repeated frame is encoded once
                 out = io.BytesIO()
-                resize_crop(_image(frame), size).save(out, "JPEG", quality=quality)
+                resize_crop(_image(frame, size), size).save(out, "JPEG", quality=quality)
                 last, last_jpeg = frame, out.getvalue()
             jpegs.append(last_jpeg)
     except Exception as e:  # decoders raise many types for bad bytes: one reason string
