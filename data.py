@@ -430,7 +430,7 @@ class DiskVideos(Clips):
         if split not in (None, "train", "val"):
             raise ValueError(f"split={split!r}: want None, 'train' or 'val'")
         if split is not None and len(listed) > 1 and len({s for *_, s in listed}) == 1:
-            first = min(range(len(listed)), key=lambda k: zlib.crc32(str(listed[k][0]).encode()))
+            first = min(range(len(listed)), key=lambda k: zlib.crc32(self.name(listed[k][0]).encode()))
             listed = [(*v[:3], "val" if k == first else "train") for k, v in enumerate(listed)]
         if split == "val" and len(listed) == 1:
             warnings.warn(f"{self.root}: one video only, so the held-out split is the training video")
@@ -452,6 +452,10 @@ class DiskVideos(Clips):
         return int(self._order[i % N])
 
     def _read(self, ref, index: slice) -> np.ndarray:
+        raise NotImplementedError
+
+    def name(self, ref) -> str:
+        """A video's path under the dataset root: what its held-out hash is of."""
         raise NotImplementedError
 
     def load(self, i: int, frames: range | None = None) -> tuple[np.ndarray, int, int]:
@@ -541,8 +545,8 @@ class FrameFolderVideos(DiskVideos):
         if not usable:
             raise ValueError(f"{self.root}: none of the {len(listed)} videos is usable (see the "
                              f"warnings above); each needs >= {self.span} readable frames")
-        self._choose([(p, y, n, "val" if held_out(p.relative_to(self.root).as_posix()) else "train")
-                      for p, y, n in usable], split, length)
+        self._choose([(p, y, n, "val" if held_out(self.name(p)) else "train") for p, y, n in usable],
+                     split, length)
 
     @staticmethod
     def _entries(folder: Path) -> list[Path]:
@@ -573,6 +577,9 @@ class FrameFolderVideos(DiskVideos):
 
     def _read(self, ref: Path, index: slice) -> np.ndarray:
         return read_video(ref, index)
+
+    def name(self, ref: Path) -> str:
+        return ref.relative_to(self.root).as_posix()
 
 
 
@@ -637,6 +644,9 @@ class ShardVideos(DiskVideos):
             raise ValueError(f"{self.root}: no finished shard holds a usable video; run "
                              f"`python data.py prepare` (again) or lower --frames/--frame-stride")
         self._choose(listed, split, length)
+
+    def name(self, ref: ShardRef) -> str:
+        return ref.key
 
     def _read(self, ref: ShardRef, index: slice) -> np.ndarray:
         spans = np.load(ref.shard.with_suffix(".npy"), mmap_mode="r")
