@@ -1,20 +1,34 @@
 """Video data: decoding to uint8 clips, the one uint8 <-> [-1, 1] conversion each way, view(),
-stage examples (windows and their conditioning views) and a built-in synthetic dataset.
+stage examples (windows and their conditioning views), a built-in synthetic dataset, and the
+prepared format (tar shards of JPEG frames) that real datasets train from.
 
 DESIGN.md section 2 ("Views") defines the vocabulary: float video tensors are (B, C, T, H, W) in
 [-1, 1]; uint8 (T, H, W, 3) exists only here, at I/O. Every item is a pure function of (seed, i),
-so train.py can rebuild the batch of any step from item indices when it resumes.
+drawn through a per-epoch shuffle of the videos, so batches mix classes and train.py can rebuild
+the batch of any step from item indices when it resumes (DESIGN.md section 4). A held-out split,
+by video, feeds sample grids, the grounding error and FVD's real statistics.
 
-Preview the synthetic dataset and time its rendering:
-    python data.py --frames 100 --size 128 --n 16 --out out/synthetic.gif
+    python data.py --frames 100 --size 128 --n 16 --out out/synthetic.gif   # preview, time
+    python data.py prepare --src RAW --dst PREPARED --size 128 --fps 25      # videos -> shards
+    python data.py info PREPARED                                              # what it holds
 """
 import argparse
+import collections
+import csv
+import io
 import itertools
+import json
 import math
+import multiprocessing
+import os
 import re
+import sys
+import tarfile
 import time
 import warnings
+import zlib
 from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -290,21 +304,26 @@ class SyntheticVideos(Clips):
 
     All geometry is in normalized units: space in [0, 1], time tau = t / frames in [0, 1) over
     the clip. So the scene does not depend on size or frames: the same item at 128 and at 32
-    is the same scene, and frame 4k of a 100-frame clip is frame k of the 25-frame clip."""
+    is the same scene, and frame 4k of a 100-frame clip is frame k of the 25-frame clip.
+    split "val" is the held-out items 2**40 on: scenes never trained on."""
 
     classes = ["circle", "square", "triangle", "ring", "cross"]
     num_classes = len(classes)
     max_shapes = 3
     waves = 4  # background plane waves
 
-    def __init__(self, frames: int, size: int, seed: int = 0, length: int = 100_000):
+    heldout = 2**40  # split "val" is items heldout, heldout + 1, ...: never trained on
+
+    def __init__(self, frames: int, size: int, seed: int = 0, length: int = 100_000,
+                 split: str | None = None):
         self.frames, self.size, self.seed, self.length = frames, size, seed, length
+        self.offset = self.heldout if split == "val" else 0
 
     def load(self, i: int, frames: range | None = None) -> tuple[np.ndarray, int, int]:
         """Item i as (uint8 (len(frames), size, size, 3), y, 0): only the clip frames listed in
         `frames` (default all) are rendered, each exactly as in the whole clip. The 0 is the
         count of skipped bad videos, to match FrameFolderVideos.load."""
-        rng = np.random.default_rng([self.seed, i])
+        rng = np.random.default_rng([self.seed, self.offset + i])
         # Draw every parameter for max_shapes before using any, in a fixed order, so that the
         # scene depends only on (seed, i), never on size or frames.
         y = int(rng.integers(self.num_classes))
@@ -382,22 +401,134 @@ class SyntheticVideos(Clips):
 # ----------------------------------------------------------------------------------------------
 # Videos from disk
 
-class FrameFolderVideos(Clips):
-    """Videos on disk, in the layout LAYOUT describes (classes sorted by folder name -> index;
-    a flat root is unconditional: num_classes == 0, y == 0). Item i -> (uint8 (frames, size,
-    size, 3), y): video i % number of videos, a random start, frames taken every stride, the
-    shorter side resized to size (antialiased bilinear), centre-cropped, randomly flipped
-    left-right (unless flip=False, as for evaluation); all a pure function of (seed, i).
+VAL_FRACTION = 0.05  # share of a dataset's videos held out (by a hash of their names) by default
 
-    Videos too short for (frames - 1) * stride + 1 frames, unreadable ones and frame folders
-    mixing sizes are left out at listing with a warning. A video found corrupt while reading
-    an item is skipped with a warning for another one, chosen from (seed, i): load(i) reports
-    how many were skipped, so the count survives DataLoader worker processes."""
+
+def held_out(key: str, fraction: float = VAL_FRACTION) -> bool:
+    """Whether the video named `key` (its path under the dataset root) is in the held-out split:
+    decided by a hash of the name alone, so it never changes as videos are added, removed or
+    prepared in another order (a resumed `data.py prepare` agrees with the first run)."""
+    return zlib.crc32(key.encode()) < fraction * 2**32
+
+
+class DiskVideos(Clips):
+    """What FrameFolderVideos and ShardVideos share: a list of videos (ref, y, frames, split),
+    one split of them chosen, the shuffle, and clip loading. Item i -> (uint8 (frames, size,
+    size, 3), y): a video drawn through a shuffle of the videos, a random start, frames taken
+    every stride, the shorter side resized to size (antialiased bilinear), centre-cropped,
+    randomly flipped left-right (unless flip=False, as for evaluation); all a pure function of
+    (seed, i).
+
+    The shuffle: item i takes position i % N of epoch i // N's permutation of the N videos,
+    drawn from (seed, epoch). So a batch mixes classes and videos whatever order the files
+    sort in, every video comes once per epoch, and item i is still a pure function of (seed,
+    i), which keeps resume exact. split: None (every video), "train" or "val" (held out).
+
+    A video found corrupt while reading an item is skipped with a warning for another one,
+    chosen from (seed, i): load(i) reports how many were skipped, so the count survives
+    DataLoader worker processes."""
 
     max_tries = 20  # consecutive unreadable videos before an item gives up: the data is broken
 
+    def _choose(self, listed: list[tuple], split: str | None, length: int | None) -> None:
+        """Keep the (ref, y, frames, split) of `listed` in `split` as self.videos [(ref, y, frames)].
+        A split left empty (a few videos, all on one side of the hash) gets one video by name
+        hash, the rest the other; with one video, the held-out split is the training video
+        (with a warning)."""
+        if split not in (None, "train", "val"):
+            raise ValueError(f"split={split!r}: want None, 'train' or 'val'")
+        if split is not None and len(listed) > 1 and len({s for *_, s in listed}) == 1:
+            first = min(range(len(listed)), key=lambda k: zlib.crc32(self.name(listed[k][0]).encode()))
+            listed = [(*v[:3], "val" if k == first else "train") for k, v in enumerate(listed)]
+        if split == "val" and len(listed) == 1:
+            warnings.warn(f"{self.root}: one video only, so the held-out split is the training video")
+            split = None
+        self.videos = [(ref, y, n) for ref, y, n, s in listed if split is None or s == split]
+        if not self.videos:
+            raise ValueError(f"{self.root}: no usable video in split {split!r}")
+        self.length = len(self.videos) if length is None else length
+        self._epoch, self._order = None, None
+
+    def video_of(self, i: int) -> int:
+        """Index into self.videos of item i: position i % N of epoch i // N's shuffle."""
+        N = len(self.videos)
+        epoch = i // N
+        if epoch != self._epoch:  # one permutation per epoch, kept: consecutive items share it
+            # The trailing 3 keeps this stream apart from the items' own ones (seed, i[, 1, 2]).
+            self._order = np.random.default_rng([self.seed, epoch, 3]).permutation(N)
+            self._epoch = epoch
+        return int(self._order[i % N])
+
+    def _read(self, ref, index: slice) -> np.ndarray:
+        raise NotImplementedError
+
+    def name(self, ref) -> str:
+        """A video's path under the dataset root: what its held-out hash is of."""
+        raise NotImplementedError
+
+    def load(self, i: int, frames: range | None = None) -> tuple[np.ndarray, int, int]:
+        """Item i as (uint8 (len(frames), size, size, 3), y, number of corrupt videos skipped):
+        only the clip frames listed in `frames` (default all) are decoded and resized."""
+        frames = range(self.frames) if frames is None else frames
+        rng = np.random.default_rng([self.seed, i])
+        first_video = self.video_of(i)
+        candidates = itertools.chain([first_video], self._fallbacks(i, first_video))
+        for skipped, k in enumerate(itertools.islice(candidates, self.max_tries)):
+            ref, y, n = self.videos[k]
+            start = int(rng.integers(0, n - self.span + 1))
+            flip = rng.random() < 0.5
+            try:
+                # Clip frame f is source frame start + f * stride.
+                first, last = start + frames[0] * self.stride, start + frames[-1] * self.stride
+                clip = self._read(ref, slice(first, last + 1, frames.step * self.stride))
+                if len(clip) != len(frames):
+                    raise ValueError(f"{ref}: got {len(clip)} of {len(frames)} frames from "
+                                     f"{first}; its header promised {n}")
+            except (ValueError, OSError) as e:
+                warnings.warn(f"{e}; skipping {ref} for another video")
+                continue
+            clip = self._resize_crop(clip)
+            if flip and self.flip:
+                clip = np.ascontiguousarray(clip[:, :, ::-1])  # torch refuses negative strides
+            return clip, y, skipped
+        raise RuntimeError(f"{self.root}: {self.max_tries} videos in a row could not be read "
+                           f"for item {i}; see the warnings")
+
+    def _fallbacks(self, i: int, first: int):
+        """Other videos to try, in an order drawn from (seed, i): a bad video changes only the
+        items that meet it. Lazy, on a stream of its own (the trailing 2), so that items that
+        meet no bad video never pay for the permutation."""
+        for k in np.random.default_rng([self.seed, i, 2]).permutation(len(self.videos)):
+            if k != first:
+                yield int(k)
+
+    def _resize_crop(self, clip: np.ndarray) -> np.ndarray:
+        """uint8 (T, h, w, 3) -> (T, size, size, 3): shorter side to size, centre crop."""
+        T, h, w, _ = clip.shape
+        if h == w == self.size:
+            return clip
+        return np.stack([np.asarray(resize_crop(Image.fromarray(f), self.size)) for f in clip])
+
+
+def resize_crop(image: Image.Image, size: int) -> Image.Image:
+    """The shorter side resized to size (antialiased bilinear), centre-cropped to size x size."""
+    w, h = image.size
+    side = min(h, w)
+    # Resizing just the centred square box crops and resizes in one antialiased pass.
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    return image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+
+
+class FrameFolderVideos(DiskVideos):
+    """Videos on disk, in the layout LAYOUT describes (classes sorted by folder name -> index;
+    a flat root is unconditional: num_classes == 0, y == 0), as DiskVideos clips. The held-out
+    split is the videos whose path under root hashes into VAL_FRACTION (held_out).
+
+    Videos too short for (frames - 1) * stride + 1 frames, unreadable ones and frame folders
+    mixing sizes are left out at listing with a warning."""
+
     def __init__(self, root: str | Path, frames: int, size: int, stride: int = 1, seed: int = 0,
-                 length: int | None = None, flip: bool = True):
+                 length: int | None = None, flip: bool = True, split: str | None = None):
         self.root, self.seed, self.flip = Path(root), seed, flip
         self.frames, self.size, self.stride = frames, size, stride
         if not self.root.is_dir():
@@ -418,15 +549,12 @@ class FrameFolderVideos(Clips):
             raise ValueError(f"{self.root}: no videos found; expected {LAYOUT}")
         self.num_classes = len(self.classes)
         self.span = (frames - 1) * stride + 1  # source frames one clip spans
-        self.videos = []  # (path, y, number of frames)
-        for path, y in listed:
-            n = self._usable_frames(path)
-            if n:
-                self.videos.append((path, y, n))
-        if not self.videos:
+        usable = [(p, y, n) for p, y in listed if (n := self._usable_frames(p))]
+        if not usable:
             raise ValueError(f"{self.root}: none of the {len(listed)} videos is usable (see the "
                              f"warnings above); each needs >= {self.span} readable frames")
-        self.length = len(self.videos) if length is None else length
+        self._choose([(p, y, n, "val" if held_out(self.name(p)) else "train") for p, y, n in usable],
+                     split, length)
 
     @staticmethod
     def _entries(folder: Path) -> list[Path]:
@@ -455,63 +583,371 @@ class FrameFolderVideos(Clips):
             return 0
         return n
 
-    def load(self, i: int, frames: range | None = None) -> tuple[np.ndarray, int, int]:
-        """Item i as (uint8 (len(frames), size, size, 3), y, number of corrupt videos skipped):
-        only the clip frames listed in `frames` (default all) are decoded and resized."""
-        frames = range(self.frames) if frames is None else frames
-        rng = np.random.default_rng([self.seed, i])
-        candidates = itertools.chain([i % len(self.videos)], self._fallbacks(i))
-        for skipped, k in enumerate(itertools.islice(candidates, self.max_tries)):
-            path, y, n = self.videos[k]
-            start = int(rng.integers(0, n - self.span + 1))
-            flip = rng.random() < 0.5
-            try:
-                # Clip frame f is source frame start + f * stride.
-                first, last = start + frames[0] * self.stride, start + frames[-1] * self.stride
-                clip = read_video(path, slice(first, last + 1, frames.step * self.stride))
-                if len(clip) != len(frames):
-                    raise ValueError(f"{path}: got {len(clip)} of {len(frames)} frames from "
-                                     f"{first}; its header promised {n}")
-            except (ValueError, OSError) as e:
-                warnings.warn(f"{e}; skipping {path} for another video")
-                continue
-            clip = self._resize_crop(clip)
-            if flip and self.flip:
-                clip = np.ascontiguousarray(clip[:, :, ::-1])  # torch refuses negative strides
-            return clip, y, skipped
-        raise RuntimeError(f"{self.root}: {self.max_tries} videos in a row could not be read "
-                           f"for item {i}; see the warnings")
+    def _read(self, ref: Path, index: slice) -> np.ndarray:
+        return read_video(ref, index)
 
-    def _fallbacks(self, i: int):
-        """Other videos to try, in an order drawn from (seed, i): a bad video changes only the
-        items that meet it. Lazy, on a stream of its own (the trailing 2), so that items that
-        meet no bad video never pay for the permutation."""
-        first = i % len(self.videos)
-        for k in np.random.default_rng([self.seed, i, 2]).permutation(len(self.videos)):
-            if k != first:
-                yield int(k)
+    def name(self, ref: Path) -> str:
+        return ref.relative_to(self.root).as_posix()
 
-    def _resize_crop(self, clip: np.ndarray) -> np.ndarray:
-        """uint8 (T, h, w, 3) -> (T, size, size, 3): shorter side to size, centre crop."""
-        T, h, w, _ = clip.shape
-        if h == w == self.size:
-            return clip
-        side = min(h, w)
-        # Resizing just the centred square box crops and resizes in one antialiased pass.
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-        return np.stack([np.asarray(Image.fromarray(f).resize(
-            (self.size, self.size), Image.Resampling.BILINEAR, box=box)) for f in clip])
+
+
+# ----------------------------------------------------------------------------------------------
+# Prepared shards: `python data.py prepare` writes them, ShardVideos reads them
+#
+# A prepared folder (400k videos make a few thousand files, not 100 million frames):
+#   prepared.json     {"format", "size", "fps", "labels", "classes"}: what every shard holds
+#   shard-00000.tar   uncompressed tar of JPEG frames <key>/<frame:05d>.jpg, about --shard-mb
+#                     each; `tar xf` turns it back into frame folders
+#   shard-00000.npy   int64 (frames, 2): byte offset and length of each JPEG in the tar, so a
+#                     clip reads just its frames (one pread each) and never a tar header
+#   shard-00000.json  {"videos": [{"key", "y", "split", "frames", "first"}, ...]}, written
+#                     last: a shard exists once its .json does, so a killed run leaves nothing
+#                     half-written that is ever read, and a rerun redoes only the lost shard
+#   failed.txt        videos that failed or were too short in the last run, with the reason
+
+PREPARED = "prepared.json"
+SOURCE_EXTS = (".gif",) + AV_EXTS
+SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "test": "test"}
+
+
+class ShardRef(NamedTuple):
+    shard: Path   # the .tar
+    first: int    # row of the video's first frame in the shard's .npy
+    key: str      # its path under the source folder
+
+    def __str__(self) -> str:
+        return f"{self.shard}:{self.key}"
+
+
+def read_prepared(root: Path) -> tuple[dict, list[tuple[Path, dict]]]:
+    """A prepared folder's settings and [(shard .tar, video entry)] of its finished shards."""
+    meta = json.loads((root / PREPARED).read_text())
+    videos = [(index.with_suffix(".tar"), v) for index in sorted(root.glob("shard-*.json"))
+              for v in json.loads(index.read_text())["videos"]]
+    return meta, videos
+
+
+class ShardVideos(DiskVideos):
+    """A folder that `data.py prepare` wrote, as DiskVideos clips: frames are JPEGs read at
+    their byte offsets in the shards (no PyAV), at the prepared size and fps; `stride` takes
+    every stride-th prepared frame. The split is the one prepare recorded (the labels CSV's
+    split column, or the name hash of --val-fraction); "test" videos are in neither split.
+    Videos too short for a clip are left out with one warning (`data.py info` lists them)."""
+
+    def __init__(self, root: str | Path, frames: int, size: int, stride: int = 1, seed: int = 0,
+                 length: int | None = None, flip: bool = True, split: str | None = None):
+        self.root, self.seed, self.flip = Path(root), seed, flip
+        self.frames, self.size, self.stride = frames, size, stride
+        meta, videos = read_prepared(self.root)
+        self.classes, self.fps = meta["classes"], meta["fps"]
+        self.num_classes = len(self.classes)
+        self.span = (frames - 1) * stride + 1
+        listed = [(ShardRef(tar, v["first"], v["key"]), v["y"], v["frames"], v["split"])
+                  for tar, v in videos if v["frames"] >= self.span and v["split"] != "test"]
+        if len(listed) < len(videos):
+            warnings.warn(f"{self.root}: {len(videos) - len(listed)} of {len(videos)} videos left "
+                          f"out (test split, or shorter than the {self.span} frames a clip of "
+                          f"{frames} with stride {stride} spans); `python data.py info {root}`")
+        if not listed:
+            raise ValueError(f"{self.root}: no finished shard holds a usable video; run "
+                             f"`python data.py prepare` (again) or lower --frames/--frame-stride")
+        self._choose(listed, split, length)
+
+    def name(self, ref: ShardRef) -> str:
+        return ref.key
+
+    def _read(self, ref: ShardRef, index: slice) -> np.ndarray:
+        spans = np.load(ref.shard.with_suffix(".npy"), mmap_mode="r")
+        spans = spans[ref.first + index.start:ref.first + index.stop:index.step]  # (n, 2)
+        with open(ref.shard, "rb") as f:
+            return np.stack([np.asarray(Image.open(io.BytesIO(os.pread(f.fileno(), int(n), int(at))))
+                                        .convert("RGB")) for at, n in spans])  # (n, H, W, 3)
+
+
+def _timed_frames(path: Path) -> Iterator[tuple[float, object]]:
+    """(time in seconds, frame) of each frame of a video, then (end of the last frame, None). A
+    frame is a PIL image or a PyAV frame, converted only if used (_image)."""
+    if path.suffix.lower() == ".gif":
+        with Image.open(path) as im:
+            t = 0.0
+            for f in ImageSequence.Iterator(im):
+                yield t, f.convert("RGB")
+                t += f.info.get("duration", 100) / 1000  # ms; Pillow updates it per frame
+            yield t, None
+        return
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame-threaded decoding
+        step = 1 / float(stream.average_rate or 25)
+        t = None
+        for k, f in enumerate(container.decode(stream)):
+            t = float(f.time) if f.time is not None else k * step
+            yield t, f
+        if t is None:
+            raise ValueError("no frames")
+        yield t + step, None
+
+
+def _image(frame, size: int) -> Image.Image:
+    """A decoded frame as a PIL image. A PyAV frame with a short side above 2 size is first
+    shrunk to 2 size in FFmpeg's scaler (area averaging), for the final antialiased resize to
+    finish: converting a whole 720p frame to RGB costs more than decoding it (2.3x faster)."""
+    if isinstance(frame, Image.Image):
+        return frame
+    k = min(frame.width, frame.height) / (2 * size)
+    if k <= 1:
+        return frame.to_image()
+    return frame.reformat(width=round(frame.width / k), height=round(frame.height / k), format="rgb24",
+                          interpolation="AREA").to_image()
+
+
+def resample(timed: Iterable[tuple[float, object]], fps: float) -> Iterator[object]:
+    """The frames showing at t = 0, 1/fps, 2/fps, ... (before the end), t measured from the
+    first frame: each output time takes the latest frame at or before it, so frames are
+    dropped (faster source) or repeated (slower source) by timestamp, never blended."""
+    k, shown, t0 = 0, None, None
+    for t, frame in timed:
+        t0 = t if t0 is None else t0
+        while shown is not None and k / fps < t - t0 - 1e-6:  # output times before this frame
+            yield shown
+            k += 1
+        shown = frame
+
+
+def _prepare_one(job: tuple[Path, int, float, int, int]) -> tuple[str, list[bytes] | str]:
+    """One source video -> ("ok", JPEG bytes of its resampled, resized and cropped frames), or
+    ("failed" | "short", the reason). Runs in a worker process: returns, never raises."""
+    path, size, fps, min_frames, quality = job
+    try:
+        jpegs, last, last_jpeg = [], None, None
+        for frame in resample(_timed_frames(path), fps):
+            if frame is not last:  # a repeated frame is encoded once
+                out = io.BytesIO()
+                resize_crop(_image(frame, size), size).save(out, "JPEG", quality=quality)
+                last, last_jpeg = frame, out.getvalue()
+            jpegs.append(last_jpeg)
+    except Exception as e:  # decoders raise many types for bad bytes: one reason string
+        return "failed", f"cannot read it ({type(e).__name__}: {e})"
+    if len(jpegs) < min_frames:
+        return "short", f"too short: {len(jpegs)} frames at {fps:g} fps, --min-frames {min_frames}"
+    return "ok", jpegs
+
+
+class _ShardWriter:
+    """The shard being written: tar, spans and index under .tmp names, renamed when closed."""
+
+    def __init__(self, dst: Path, number: int):
+        self.name = dst / f"shard-{number:05d}"
+        self.tar = tarfile.open(self.name.with_suffix(".tar.tmp"), "w")
+        self.spans, self.videos = [], []
+
+    def add(self, key: str, jpegs: list[bytes], entry: dict) -> None:
+        self.videos.append({"key": key, **entry, "frames": len(jpegs), "first": len(self.spans)})
+        for k, jpeg in enumerate(jpegs):
+            info = tarfile.TarInfo(f"{key}/{k:05d}.jpg")
+            info.size = len(jpeg)
+            self.tar.addfile(info, io.BytesIO(jpeg))
+            padded = -(-len(jpeg) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            self.spans.append((self.tar.offset - padded, len(jpeg)))  # the data follows its header
+
+    def close(self) -> int:
+        """Finish the shard (index last); returns its bytes on disk."""
+        self.tar.close()
+        with open(self.name.with_suffix(".npy.tmp"), "wb") as f:
+            np.save(f, np.array(self.spans, np.int64).reshape(-1, 2))
+        for suffix in (".tar", ".npy"):
+            with open(self.name.with_suffix(suffix + ".tmp"), "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self.name.with_suffix(suffix + ".tmp"), self.name.with_suffix(suffix))
+        _write_atomic(self.name.with_suffix(".json"), json.dumps({"videos": self.videos}))
+        return sum(self.name.with_suffix(s).stat().st_size for s in (".tar", ".npy", ".json"))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _labels(src: Path, files: list[Path], labels: str, val_fraction: float):
+    """(classes, {file: (y, split) or a reason it has none}) from the labels source: 'folders'
+    (the first folder under src is the class, as UCF-101 ships), 'none' (unconditional), or a
+    Kinetics-style CSV (label,youtube_id,time_start,time_end[,split]; clips named
+    <youtube_id>_<start:06d>_<end:06d>.<ext>). Without a split column, held_out(val_fraction)."""
+    def split_of(key):
+        return "val" if held_out(key, val_fraction) else "train"
+    keys = {f: f.relative_to(src).as_posix() for f in files}
+    if labels == "none":
+        return [], {f: (0, split_of(keys[f])) for f in files}
+    if labels == "folders":
+        classes = sorted({f.relative_to(src).parts[0] for f in files if len(f.relative_to(src).parts) > 1})
+        if not classes:
+            raise ValueError(f"{src}: no video lies in a class folder (src/<class>/.../<video>); "
+                             f"pass --labels none for unconditional data, or --labels CSV")
+        y = {c: k for k, c in enumerate(classes)}
+        return classes, {f: (y[f.relative_to(src).parts[0]], split_of(keys[f]))
+                         if len(f.relative_to(src).parts) > 1 else "not in a class folder" for f in files}
+    with open(labels, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = {"label", "youtube_id", "time_start", "time_end"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(f"{labels}: want a CSV with columns {sorted(need)} (and optionally split), "
+                         f"as Kinetics ships; got {sorted(rows[0]) if rows else 'no rows'}")
+    classes = sorted({r["label"] for r in rows if r["label"]})
+    y, by_name = {c: k for k, c in enumerate(classes)}, {}
+    for r in rows:
+        if r["label"]:
+            name = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
+            by_name[name] = (y[r["label"]], r.get("split"))
+    found = {}
+    for file in files:
+        if file.stem not in by_name:
+            found[file] = f"not in {labels}"
+            continue
+        label, split = by_name[file.stem]
+        found[file] = (label, SPLITS.get((split or "").lower()) or split_of(keys[file]))
+    return classes, found
+
+
+def prepare(src: str | Path, dst: str | Path, size: int = 128, fps: float = 25, labels: str = "folders",
+            workers: int = 0, val_fraction: float = VAL_FRACTION, min_frames: int = 32,
+            shard_mb: float = 512, quality: int = 90) -> dict:
+    """Turn every video under src (SOURCE_EXTS, any nesting) into shards in dst: frames resampled
+    to fps, the shorter side resized to size and centre-cropped, JPEG-encoded. Rerunning
+    continues: videos in finished shards are skipped, a shard cut short by a kill is redone.
+    A video that fails or is too short is logged (dst/failed.txt) and the run goes on.
+    Returns the summary counts."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise ValueError(f"--src {src}: no such directory")
+    files = sorted((p for p in src.rglob("*") if p.suffix.lower() in SOURCE_EXTS and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(src).parts)),
+                   key=lambda p: p.relative_to(src).as_posix())
+    if not files:
+        raise ValueError(f"{src}: no videos ({', '.join(SOURCE_EXTS)}) under it")
+    needs_av = [p for p in files if p.suffix.lower() in AV_EXTS]
+    if needs_av and av is None:
+        raise ImportError(f"{needs_av[0]} and {len(needs_av) - 1} more need PyAV to decode: "
+                          f"pip install av (GIFs alone do not)")
+    classes, found = _labels(src, files, labels, val_fraction)
+    meta = {"format": 1, "size": size, "fps": fps, "labels": labels if labels in ("folders", "none")
+            else os.path.abspath(labels), "classes": classes, "val_fraction": val_fraction}
+    dst.mkdir(parents=True, exist_ok=True)
+    if (dst / PREPARED).exists():
+        old = json.loads((dst / PREPARED).read_text())
+        if old != meta:
+            diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
+            raise ValueError(f"{dst} was prepared with other settings (then vs now: {diff}); rerun "
+                             f"with the same flags to continue it, or pass another --dst")
+    else:
+        _write_atomic(dst / PREPARED, json.dumps(meta, indent=1))
+
+    # Resume: finished shards count; a .tmp or a shard without its index is from a killed run.
+    for p in dst.glob("shard-*"):
+        if p.name.endswith(".tmp") or not p.with_suffix(".json").exists():
+            p.unlink()
+    _, done = read_prepared(dst)
+    done_keys = {v["key"] for _, v in done}
+    numbers = [int(p.stem.split("-")[1]) for p in dst.glob("shard-*.json")]
+    todo = [f for f in files if f.relative_to(src).as_posix() not in done_keys]
+    counts = {"done": 0, "skipped": len(files) - len(todo), "failed": 0, "too short": 0, "bytes": 0}
+    failed_log = open(dst / "failed.txt", "w")
+    jobs = [(f, size, fps, min_frames, quality) for f in todo if isinstance(found[f], tuple)]
+    for f in todo:
+        if not isinstance(found[f], tuple):
+            counts["failed"] += 1
+            print(f"{f}: {found[f]}", file=failed_log, flush=True)
+    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    writer, number, t0, shown = None, max(numbers, default=-1) + 1, time.time(), 0.0
+    try:
+        results = pool.imap(_prepare_one, jobs) if pool else map(_prepare_one, jobs)
+        for k, ((path, *_), (status, out)) in enumerate(zip(jobs, results)):
+            if status != "ok":
+                counts["failed" if status == "failed" else "too short"] += 1
+                print(f"{path}: {out}", file=failed_log, flush=True)
+            else:
+                writer = writer or _ShardWriter(dst, number)
+                y, split = found[path]
+                writer.add(path.relative_to(src).as_posix(), out, {"src": str(path), "y": y, "split": split})
+                counts["done"] += 1
+                if writer.tar.offset >= shard_mb * 2**20:
+                    counts["bytes"] += writer.close()
+                    writer, number = None, number + 1
+            if time.time() - shown > 1 or k == len(jobs) - 1:
+                shown, rate = time.time(), (k + 1) / (time.time() - t0)
+                print(f"\r{k + 1}/{len(jobs)} videos | {rate:.2f} videos/s | failed {counts['failed']} "
+                      f"| too short {counts['too short']} | {_size(counts['bytes'])} in finished shards",
+                      end="", file=sys.stderr, flush=True)
+        if writer:
+            counts["bytes"] += writer.close()
+    finally:
+        failed_log.close()
+        if pool:
+            pool.terminate()
+    print(file=sys.stderr)
+    _, videos = read_prepared(dst)
+    on_disk = sum(p.stat().st_size for p in dst.glob("shard-*"))
+    counts["estimate"] = on_disk / max(len(videos), 1) * (len(videos) + counts["failed"] + counts["too short"])
+    print(f"{dst}: {counts['done']} done, {counts['skipped']} skipped (done before), {counts['failed']} "
+          f"failed, {counts['too short']} too short (reasons in {dst / 'failed.txt'}) | "
+          f"{_size(counts['bytes'])} written | {_size(on_disk / max(len(videos), 1))} per video: "
+          f"about {_size(counts['estimate'])} for all {len(files)} videos of {src}")
+    return counts
+
+
+def _size(n: float) -> str:
+    return next(f"{n / 2**e:.1f} {unit}" for e, unit in ((30, "GB"), (20, "MB"), (10, "kB"), (0, "B"))
+                if n >= 2**e or e == 0)
+
+
+def info(root: str | Path) -> str:
+    """What a prepared folder holds: videos per class and split, frames per video, fps, size,
+    bytes on disk, and the videos too short for each stage of each preset (models.PRESETS)."""
+    from models import PRESETS  # the one import of the project: the presets' clip lengths
+    root = Path(root)
+    if not (root / PREPARED).is_file():
+        raise ValueError(f"{root}: no {PREPARED}; make it with python data.py prepare --dst {root}")
+    meta, videos = read_prepared(root)
+    frames = np.array([v["frames"] for _, v in videos] or [0])
+    on_disk = sum(p.stat().st_size for p in root.glob("shard-*"))
+    splits = sorted({v["split"] for _, v in videos})
+    lines = [f"{root}: {len(videos)} videos in {len(list(root.glob('shard-*.json')))} shards, "
+             f"{meta['size']}x{meta['size']} at {meta['fps']:g} fps, {_size(on_disk)} on disk "
+             f"({_size(on_disk / max(len(videos), 1) * 1000)} per 1,000 videos)",
+             f"frames per video: min {frames.min()}, median {np.median(frames):g}, max {frames.max()}",
+             "class | " + " | ".join(splits)]
+    count = collections.Counter((v["y"], v["split"]) for _, v in videos)
+    for y, name in enumerate(meta["classes"] or ["(unconditional)"]):
+        lines.append(f"{name} | " + " | ".join(str(count[y, s]) for s in splits))
+    for preset, rows in PRESETS.items():  # a preset's stages share its clips, so its lengths
+        for span in sorted({(cfg.clip_frames - 1) * cfg.frame_stride + 1 for cfg in rows}):
+            stages = ", ".join(str(cfg.stage) for cfg in rows if (cfg.clip_frames - 1) * cfg.frame_stride + 1 == span)
+            short = [v["key"] for _, v in videos if v["frames"] < span]
+            lines.append(f"{preset} stage{'s' * (',' in stages)} {stages} (clips of {span} frames): "
+                         f"{len(short)} too short" + (": " + ", ".join(short[:5]) + (" ..." if len(short) > 5 else "")
+                                                      if short else ""))
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
 # What a stage trains on
 
-def open_clips(source: str, frames: int, size: int, seed: int, stride: int = 1, flip: bool = True) -> Clips:
-    """The clip dataset named by --data / --real: 'synthetic' (the built-in data) or a folder of
-    videos, as uint8 clips of `frames` frames at size x size."""
+def open_clips(source: str, frames: int, size: int, seed: int, stride: int = 1, flip: bool = True,
+               split: str | None = None) -> Clips:
+    """The clip dataset named by --data / --real: 'synthetic' (the built-in data), a folder that
+    `data.py prepare` wrote, or a folder of videos, as uint8 clips of `frames` frames at size x
+    size taken every `stride` frames. split: None (all), "train" or "val" (held out)."""
     if source == "synthetic":
-        return SyntheticVideos(frames, size, seed=seed)
-    return FrameFolderVideos(source, frames, size, stride=stride, seed=seed, flip=flip)
+        if stride != 1:
+            raise ValueError(f"--frame-stride {stride}: the built-in data has no frame rate (each "
+                             f"clip spans the same motion at any length); use it with --data PATH")
+        return SyntheticVideos(frames, size, seed=seed, split=split)
+    if (Path(source) / PREPARED).is_file():
+        return ShardVideos(source, frames, size, stride=stride, seed=seed, flip=flip, split=split)
+    return FrameFolderVideos(source, frames, size, stride=stride, seed=seed, flip=flip, split=split)
 
 
 class StageExamples(Dataset):
@@ -572,20 +1008,45 @@ class StageExamples(Dataset):
 
 
 # ----------------------------------------------------------------------------------------------
-# Preview and timing of the synthetic dataset
+# The command line: preview the synthetic data; prepare a dataset; describe a prepared one
 
 def get_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Write a grid of synthetic videos; time rendering.")
+    p = argparse.ArgumentParser(description="Write a grid of synthetic videos and time rendering "
+                                "(no command); prepare a folder of videos; describe a prepared one.")
     p.add_argument("--frames", type=int, default=100, help="frames per clip")
     p.add_argument("--size", type=int, default=128, help="height and width of a clip")
     p.add_argument("--n", type=int, default=16, help="number of clips to render and show")
     p.add_argument("--seed", type=int, default=0, help="dataset seed")
     p.add_argument("--out", default="out/synthetic.gif", help="grid GIF to write")
+    sub = p.add_subparsers(dest="command")
+    prep = sub.add_parser("prepare", help="videos (any nesting) -> shards that train.py --data reads")
+    prep.add_argument("--src", required=True, help=f"folder of videos ({' '.join(SOURCE_EXTS)}), any nesting")
+    prep.add_argument("--dst", required=True, help="output folder; rerunning continues it")
+    prep.add_argument("--size", type=int, default=128, help="shorter side resized to this, then centre-cropped")
+    prep.add_argument("--fps", type=float, default=25, help="frames per second kept (dropped or repeated by timestamp)")
+    prep.add_argument("--labels", default="folders",
+                      help="'folders' (the first folder under --src is the class, as UCF-101), 'none' "
+                           "(unconditional, as BDD100K) or a Kinetics CSV (label,youtube_id,time_start,time_end,split)")
+    prep.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                      help="decoding processes (0 or 1: in this process)")
+    prep.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                      help="share of videos held out (by a hash of the name) where no CSV split column says")
+    prep.add_argument("--min-frames", type=int, default=32, help="videos with fewer frames are left out as too short")
+    prep.add_argument("--shard-mb", type=float, default=512, help="a shard is closed once it holds this many MB")
+    prep.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored frames")
+    show = sub.add_parser("info", help="videos per class and split, frame counts, size, too-short videos")
+    show.add_argument("root", help="a folder data.py prepare wrote")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = get_args(argv)
+    if args.command == "prepare":
+        return prepare(args.src, args.dst, args.size, args.fps, args.labels, args.workers,
+                       args.val_fraction, args.min_frames, args.shard_mb, args.quality)
+    if args.command == "info":
+        print(info(args.root))
+        return None
     videos = SyntheticVideos(args.frames, args.size, seed=args.seed)
     t0 = time.perf_counter()
     clips = np.stack([videos[i][0] for i in range(args.n)])  # (n, T, S, S, 3)
@@ -598,4 +1059,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")

@@ -181,8 +181,10 @@ def real_views(source: str, cfg: StageConfig, n: int, batch: int, down: int = 0,
                seed: int = FVD_SEED) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Whole real videos as stage `cfg` makes them, or `down` halvings below (down=1: the views
     the stage is conditioned on): batches of (x (b, 3, T, H, W) in [-1, 1], y (b,)), items
-    0 .. n-1 of the clips drawn with `seed` (not flipped). `source`: 'synthetic' or a folder."""
-    clips = open_clips(source, cfg.clip_frames, cfg.clip_size, seed, cfg.frame_stride, flip=False)
+    0 .. n-1 of the held-out split's clips drawn with `seed` (not flipped): never trained on.
+    `source`: 'synthetic', a prepared folder or a folder of videos."""
+    clips = open_clips(source, cfg.clip_frames, cfg.clip_size, seed, cfg.frame_stride, flip=False,
+                       split="val")
     views = StageExamples(clips, cfg.view_s * 2 ** down, cfg.view_t * 2 ** down, window=None)
     for k in range(0, n, batch):
         items = [views[i] for i in range(k, min(k + batch, n))]
@@ -260,7 +262,8 @@ def real_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: in
     cache_dir under a name and settings that say what they are."""
     settings = {"real": source if source == "synthetic" else os.path.abspath(source), "n": n,
                 "frames": frames, "clip": [cfg.clip_frames, cfg.clip_size, cfg.frame_stride],
-                "view": [cfg.view_s, cfg.view_t], "seed": FVD_SEED, "weights": model.weights_id}
+                "view": [cfg.view_s, cfg.view_t], "seed": FVD_SEED, "split": "val",
+                "weights": model.weights_id}
     name = f"real-{os.path.basename(os.path.abspath(source))}-{cfg.preset}-stage{cfg.stage}-n{n}-f{frames}.npz"
     mu, sigma, _ = fvd.cached_stats(Path(cache_dir) / name, settings, lambda: fvd.video_features(
         (for_i3d(x, frames) for x, _ in real_views(source, cfg, n, batch)), model, n, progress=True))

@@ -6,7 +6,7 @@ window, so every stage trains on real data alone: in any order, even at the same
 
     python train.py --stage 1                     # default preset ssw-128, built-in data
     python train.py --stage 2 --preset tiny       # an upscaling stage at toy size
-    python train.py --stage 1 --data PATH         # your videos (see data.FrameFolderVideos)
+    python train.py --stage 1 --data PREPARED     # videos data.py prepare made (or a folder of videos)
     torchrun --nproc_per_node=K train.py --stage N   # data-parallel (gloo on CPU, nccl on GPU)
 
 Outputs in --out (default out/stageN): ckpt.pt (everything needed to continue: rerunning the
@@ -49,13 +49,16 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage", type=int, default=1, help="which stage to train (1-based)")
     p.add_argument("--preset", default="ssw-128", choices=sorted(PRESETS), help="row of the preset table")
     p.add_argument("--data", default="synthetic",
-                   help="'synthetic' (built-in bouncing shapes) or a folder of videos")
+                   help="'synthetic' (built-in bouncing shapes), a folder data.py prepare wrote, or a folder of videos")
     p.add_argument("--out", default=None, help="output folder (default out/stageN)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="videos per D and per G step, per process (default: 32 on GPU, 2 on CPU, "
                         "where training is a demo of the pipeline, not a real run)")
     p.add_argument("--max-iters", type=int, default=200_000, help="G steps to train for")
     p.add_argument("--window", type=int, default=None, help="stages >= 2: output frames per window (even)")
+    p.add_argument("--frame-stride", type=int, default=None,
+                   help="source frames between two clip frames (default: the preset's, 1); with data "
+                        "prepared at 25 fps, 2 makes a 100-frame clip span 8 s; recorded in the checkpoint")
     p.add_argument("--lr-g", type=float, default=1e-4, help="Adam learning rate of G")
     p.add_argument("--lr-d", type=float, default=5e-4, help="Adam learning rate of the Ds")
     p.add_argument("--d-steps", type=int, default=2, help="D steps per G step")
@@ -84,6 +87,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt-every", type=int, default=1000, help="checkpoint every N steps (and every 10 min)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     args = p.parse_args(argv)
+    if args.frame_stride is not None and args.frame_stride < 1:
+        p.error(f"--frame-stride {args.frame_stride}: must be >= 1 (1 keeps every frame)")
     if args.out is None:
         args.out = os.path.join("out", f"stage{args.stage}")
     if args.batch_size is None:
@@ -118,12 +123,14 @@ def quiet_worker(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def make_clips(args: argparse.Namespace, cfg: StageConfig) -> Clips:
-    """The preset's full-resolution clips: uint8 (T, H, W, 3) and a label per item."""
-    return open_clips(args.data, cfg.clip_frames, cfg.clip_size, args.seed, cfg.frame_stride)
+def make_clips(args: argparse.Namespace, cfg: StageConfig, split: str = "train") -> Clips:
+    """The preset's full-resolution clips of one split ("train", or "val": held out, for sample
+    grids and the grounding error): uint8 (T, H, W, 3) and a label per item."""
+    stride = cfg.frame_stride if args.frame_stride is None else args.frame_stride
+    return open_clips(args.data, cfg.clip_frames, cfg.clip_size, args.seed, stride, split=split)
 
 
-HELDOUT = 2**40  # examples from this index on are never trained on: samples and grounding error
+GRID_MAX = 32  # videos in a stage-1 sample grid at most, as StyleGAN2-ADA caps its grids
 
 
 # -----------------------------------------------------------------------------
@@ -208,7 +215,7 @@ def write_samples(path: str, G_ema, cfg: StageConfig, fixed: dict) -> float | No
     windows; returns the grounding error on them (None for stage 1)."""
     if cfg.stage == 1:
         x = generate(G_ema, cfg, fixed)                                     # (N, 3, T, H, W)
-        write_gif(path, video_grid(to_uint8(x.float().cpu()), nrow=fixed["per_class"]))
+        write_gif(path, video_grid(to_uint8(x.float().cpu()), nrow=fixed["nrow"]))
         return None
     x = generate(G_ema, cfg, fixed)                                        # (N, 3, T, H, W)
     c, x_real = fixed["c"], fixed["x"]
@@ -217,16 +224,19 @@ def write_samples(path: str, G_ema, cfg: StageConfig, fixed: dict) -> float | No
     return grounding_error(x, c)
 
 
-def fixed_inputs(cfg: StageConfig, examples: StageExamples, device: torch.device, seed: int) -> dict:
-    """What every sample grid of a run is made from: fixed noise (and fixed held-out windows)."""
+def fixed_inputs(cfg: StageConfig, heldout: StageExamples | None, device: torch.device, seed: int) -> dict:
+    """What every sample grid of a run is made from: fixed noise, and for stages >= 2 the first
+    windows of `heldout`, examples of the held-out split. Stage 1 shows at most GRID_MAX videos:
+    up to 4 per class (a row each), of classes spread evenly over all of them."""
     g = torch.Generator().manual_seed(seed)
     if cfg.stage == 1:
-        per_class = 4
         n_cls = max(cfg.num_classes, 1)
-        y = torch.arange(n_cls).repeat_interleave(per_class)
+        per_class = max(1, min(4, GRID_MAX // n_cls))
+        shown = min(n_cls, GRID_MAX // per_class)
+        y = torch.linspace(0, n_cls - 1, shown).round().long().repeat_interleave(per_class)
         z = torch.randn(len(y), cfg.out_frames, cfg.z_dim, generator=g)
-        return {"z": z.to(device), "y": y.to(device), "per_class": per_class}
-    batch = torch.utils.data.default_collate([examples[HELDOUT + i] for i in range(4)])
+        return {"z": z.to(device), "y": y.to(device), "nrow": per_class if per_class > 1 else 8}
+    batch = torch.utils.data.default_collate([heldout[i] for i in range(4)])
     batch["z"] = torch.randn(4, cfg.z_dim, *batch["c_context"].shape[2:], generator=g)
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -266,6 +276,8 @@ class TrainingDiverged(RuntimeError):
 
 def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
     overrides = {"num_classes": num_classes}
+    if args.frame_stride is not None:
+        overrides["frame_stride"] = args.frame_stride
     if args.window is not None:
         overrides["window"] = args.window
     if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup
@@ -583,7 +595,9 @@ def train(args: argparse.Namespace) -> dict:
             generator=torch.Generator(),  # keeps the global RNG untouched: resume stays exact
             worker_init_fn=quiet_worker, persistent_workers=args.workers > 0)
         batches = iter(loader)
-        fixed = fixed_inputs(cfg, examples, device, args.seed) if main else None
+        heldout = (StageExamples(make_clips(args, cfg, split="val"), cfg.view_s, cfg.view_t, cfg.window,
+                                 cfg.context, seed=args.seed) if main and cfg.stage > 1 else None)
+        fixed = fixed_inputs(cfg, heldout, device, args.seed) if main else None
 
         # --- the loop: D steps, a G step, EMA, then the bookkeeping
         status, step0 = Status(args.out, device, step, main), step

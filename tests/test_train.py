@@ -395,3 +395,37 @@ def test_context_is_recorded_and_zero_reproduces_the_window_alone(tmp_path):
     assert zero["config"]["context"] == 0
     with pytest.raises(ValueError, match="context"):
         run(tmp_path, "--context", "0", stage=2, iters=2)
+
+
+def test_trains_on_prepared_shards_with_a_frame_stride(tmp_path):
+    """data.py prepare -> train.py --data PREPARED; --frame-stride is in the checkpoint's config,
+    and resuming with another stride is refused. Stage 2 also draws its sample grid from the
+    held-out split (one of the three videos)."""
+    import numpy as np
+    from data import prepare, write_gif
+    for k, name in enumerate(["walk/a.gif", "walk/b.gif", "run/c.gif"]):
+        (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        level = (3 * np.arange(64) + 20 * k).astype(np.uint8)  # 64 frames: tiny's 32 at stride 2 span 63
+        write_gif(tmp_path / "src" / name, np.broadcast_to(level[:, None, None, None], (64, 32, 32, 3)), fps=25)
+    prepare(tmp_path / "src", tmp_path / "prepared", size=32, fps=25, workers=0)
+    ckpt = run(tmp_path, "--data", str(tmp_path / "prepared"), "--frame-stride", "2", stage=2, iters=1)
+    assert ckpt["config"]["frame_stride"] == 2 and ckpt["config"]["num_classes"] == 2
+    assert len(list((tmp_path / "run" / "samples").glob("*.gif"))) == 1
+    with pytest.raises(ValueError, match="frame_stride"):
+        run(tmp_path, "--data", str(tmp_path / "prepared"), stage=2, iters=2)
+    with pytest.raises(ValueError, match="--frame-stride 2: the built-in data"):
+        run(tmp_path, "--frame-stride", "2", name="synthetic")
+    with pytest.raises(SystemExit):
+        get_args(["--frame-stride", "0"])
+
+
+@pytest.mark.parametrize("num_classes,shown,per_class", [(0, 1, 4), (5, 5, 4), (9, 9, 3), (101, 32, 1), (600, 32, 1)])
+def test_stage1_sample_grid_is_capped_with_classes_spread_evenly(num_classes, shown, per_class):
+    cfg = stage_config("tiny", 1, num_classes=num_classes)
+    fixed = train_module.fixed_inputs(cfg, None, torch.device("cpu"), seed=0)
+    y = fixed["y"].tolist()
+    assert len(y) == shown * per_class <= train_module.GRID_MAX
+    assert y == sorted(y) and len(set(y)) == shown and all(y.count(c) == per_class for c in set(y))
+    assert y[0] == 0 and y[-1] == max(num_classes - 1, 0)  # first to last class, evenly between
+    gaps = {b - a for a, b in zip(sorted(set(y)), sorted(set(y))[1:])}
+    assert not gaps or max(gaps) - min(gaps) <= 1
