@@ -37,7 +37,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
+import torch.distributed._functional_collectives as funcol  # all_reduce with autograd
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.nn.utils.parametrizations import _SpectralNorm
 
@@ -193,7 +193,7 @@ class CrossReplicaBN(torch.nn.BatchNorm3d):
         world = dist.get_world_size()
         xf = x.float()                                                     # moments in float32, even under bf16
         moments = torch.cat([xf.mean((0, 2, 3, 4)), xf.square().mean((0, 2, 3, 4))])  # (2C,)
-        moments = dist_nn.all_reduce(moments) / world
+        moments = funcol.all_reduce(moments, "sum", dist.group.WORLD) / world
         mean, var = moments[:C], (moments[C:] - moments[:C].square()).clamp(min=0)     # (C,), biased
         with torch.no_grad():
             n = B * T * H * W * world
