@@ -796,8 +796,21 @@ def train(args: argparse.Namespace) -> dict:
     return ckpt
 
 
+def lost_rank(e: RuntimeError) -> bool:
+    """Did a collective fail: another rank died (connection reset) or hung past --ddp-timeout?"""
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1 and (
+        isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d")))
+
+
 if __name__ == "__main__":
+    args = get_args()
     try:
-        train(get_args())
+        train(args)
     except (TrainingDiverged, CheckpointWriteError, FolderInUse, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
+    except RuntimeError as e:
+        if not lost_rank(e):
+            raise
+        raise SystemExit(f"error: rank {os.environ['RANK']}: another rank died, or hung for more than --ddp-timeout "
+                         f"{args.ddp_timeout:g} s; see its log. Rerun the same command to resume from the last "
+                         f"checkpoint. ({str(e).splitlines()[0]})") from None

@@ -490,3 +490,24 @@ def test_ddp_equals_one_big_batch_and_grad_accum(tmp_path):
     assert apart(sync, big, init) < 2e-2
     assert apart(ddp, accum, init, bn_stats=False) < 2e-2
     assert apart(ddp, big, init) > 0.1 and apart(accum, big, init) > 0.1
+
+
+def test_a_hung_rank_ends_the_job_after_the_timeout(tmp_path):
+    """Two ranks started by hand (as srun or torchrun set them up); rank 1 freezes (SIGSTOP).
+    Rank 0 does not wait forever: after --ddp-timeout it exits non-zero with one clear line."""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_ports(1)[0]), "WORLD_SIZE": "2",
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "train.py", *tiny_argv(tmp_path, "run", iters=100000), "--ddp-timeout", "5"]
+    ranks = [subprocess.Popen(cmd, cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in (0, 1)]
+    try:
+        wait_for_step(ranks[0], 2)
+        ranks[1].send_signal(signal.SIGSTOP)
+        rest = ranks[0].communicate(timeout=120)[0]
+        assert ranks[0].returncode == 1, rest[-3000:]
+        assert rest.splitlines()[-1].startswith("error: rank 0: another rank died, or hung for more than "
+                                                "--ddp-timeout 5 s; see its log. Rerun the same command"), rest[-3000:]
+    finally:
+        for proc in ranks:
+            proc.kill()
+            proc.communicate()
