@@ -2,7 +2,8 @@
 
     python bench.py cost                 # bytes saved for backward + FLOPs per training step,
                                          # every ssw-128 stage vs the dvd-128 baseline, 100/400 frames
-    python bench.py step --preset tiny   # seconds per training step (real run of train.py)
+    python bench.py step --preset tiny   # seconds per training step (real run of train.py), its
+                                         # FLOP/s against the machine's own conv (and GPU matmul)
     python bench.py sample               # time and peak memory to sample 100/400/1000 frames
     python bench.py data                 # training examples/s per DataLoader worker
     python bench.py i3d                  # FVD's I3D: clips/s at 16x224x224
@@ -12,6 +13,7 @@ on any machine. `step` and `sample` measure the machine they run on (say which, 
 """
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -43,6 +45,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     step.add_argument("--compile", action="store_true")
     step.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     step.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    step.add_argument("--workers", type=int, default=None,
+                      help="DataLoader workers (default 8 on CUDA, where 1 cannot keep up; 1 on CPU)")
     smp = sub.add_parser("sample", help="time and peak memory of sampling one video (untrained chain)")
     smp.add_argument("--preset", default="ssw-128")
     smp.add_argument("--frames", type=int, nargs="+", default=[100, 400, 1000])
@@ -79,6 +83,16 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
     G, D_s, D_t, D_m = nets
     params = {p.untyped_storage()._cdata for m in nets if m is not None for p in m.parameters()}
     saved: dict[int, int] = {}
+    convs: dict[tuple, int] = {}  # (conv layer, input shape) -> its forward FLOPs in this step
+    weight = [d_steps]            # a D step's convs run d_steps times per iteration
+
+    def count(conv: torch.nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        key = ("Conv3d" if isinstance(conv, torch.nn.Conv3d) else "Conv2d", conv.in_channels, conv.out_channels, conv.kernel_size, conv.padding,
+               tuple(inputs[0].shape))
+        convs[key] = convs.get(key, 0) + weight[0] * 2 * out.numel() * conv.in_channels * math.prod(conv.kernel_size)
+
+    hooks = [m.register_forward_hook(count) for net in nets if net is not None for m in net.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         key = t.untyped_storage()._cdata
@@ -98,7 +112,7 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
         with FlopCounterMode(display=False) as flops:
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 loss_D, _ = train.d_loss(G, D_s, D_t, D_m, cfg, data, 1.0, False)
-            bytes_D, saved = sum(saved.values()), {}
+            bytes_D, saved, weight[0] = sum(saved.values()), {}, 1
             loss_D.backward()
             flops_D = flops.get_total_flops()
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -106,9 +120,14 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
             bytes_G = sum(saved.values())
             loss_G.backward()
             flops_G = flops.get_total_flops() - flops_D
+    for h in hooks:
+        h.remove()
+    conv, conv_flops = max(convs.items(), key=lambda kv: kv[1])
     return {"preset": preset, "stage": stage, "clip_frames": clip_frames,
             "out": f"{cfg.out_frames}@{cfg.out_size}", "saved_D_GB": bytes_D / 1e9, "saved_G_GB": bytes_G / 1e9,
-            "TFLOP_per_iter": (d_steps * flops_D + flops_G) / 1e12}
+            "TFLOP_per_iter": (d_steps * flops_D + flops_G) / 1e12,
+            # the conv layer (at one input shape) with the most forward FLOPs per iteration, and its share
+            "conv": conv, "conv_share": conv_flops / sum(convs.values())}
 
 
 def cost(args: argparse.Namespace) -> None:
@@ -126,20 +145,84 @@ def cost(args: argparse.Namespace) -> None:
 # -----------------------------------------------------------------------------
 # step: a real short training run; the status lines give s/it
 
+def throughput(run, flops: float, device: torch.device, seconds: float = 1.0) -> float:
+    """FLOP/s of run(), which does `flops` FLOPs: after 3 warm-up calls, calls in groups of 5
+    (each group waited for on a GPU) until `seconds` have passed."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(3):
+        run()
+    sync()
+    n, t0 = 0, time.time()
+    while time.time() - t0 < seconds:
+        for _ in range(5):
+            run()
+        sync()
+        n += 5
+    return n * flops / (time.time() - t0)
+
+
+def conv_throughput(conv: tuple, device: torch.device, dtype: str) -> float:
+    """FLOP/s of one conv layer alone, forward and backward (input and weight gradients: 3x
+    the forward FLOPs), at the shape and dtype it has in the step: what this machine's conv
+    kernels reach on this work, the ceiling a step made of such convs could approach."""
+    name, c_in, c_out, kernel, padding, shape = conv
+    layer = getattr(torch.nn, name)(c_in, c_out, kernel, padding=padding).to(device)
+    x = torch.randn(shape, device=device, requires_grad=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    with autocast:
+        y = layer(x)
+    grad = torch.randn_like(y)
+
+    def run():
+        with autocast:
+            out = layer(x)
+        torch.autograd.grad(out, (x, layer.weight), grad)
+
+    return throughput(run, 3 * 2 * y.numel() * c_in * math.prod(kernel), device)
+
+
+def matmul_throughput(device: torch.device, n: int = 8192) -> float:
+    """FLOP/s of a dense bf16 (n, n) @ (n, n) matmul: close to the GPU's bf16 peak in practice."""
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    return throughput(lambda: a @ b, 2 * n**3, device)
+
+
 def step_time(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 1)
     with tempfile.TemporaryDirectory() as out:
         argv = ["--preset", args.preset, "--stage", str(args.stage), "--batch-size", str(args.batch),
                 "--max-iters", str(args.iters), "--log-every", "1", "--sample-every", "1000000",
-                "--workers", "1", "--out", out, "--device", args.device, "--dtype", args.dtype]
+                "--workers", str(workers), "--out", out, "--device", args.device, "--dtype", args.dtype]
         t0 = time.time()
         train.train(train.get_args(argv + (["--compile"] if args.compile else [])))
         total = time.time() - t0
-        steps = train.read_log(os.path.join(out, "log.jsonl"))
-    per_step = [r["s_per_it"] for r in steps if "s_per_it" in r]
-    first, rest = per_step[0], per_step[1:]
-    print(f"{args.preset} stage {args.stage} batch {args.batch} {args.dtype} "
-          f"{'compiled' if args.compile else 'eager'} on {args.device}: first step {first:.2f} s, "
-          f"then {sum(rest) / len(rest):.3f} s/step (mean of {len(rest)}); whole run {total:.1f} s")
+        steps = [r for r in train.read_log(os.path.join(out, "log.jsonl")) if "s_per_it" in r]
+    first, rest = steps[0]["s_per_it"], sorted(r["s_per_it"] for r in steps[1:])
+    per_step = rest[len(rest) // 2]  # the median: a late recompile or a slow batch does not move it
+    data = sorted(r["data_s_per_it"] for r in steps[1:])[len(rest) // 2]
+    mode = f"{args.dtype} {'compiled' if args.compile else 'eager'}"
+    print(f"{args.preset} stage {args.stage} batch {args.batch} {mode} on {device}: first step {first:.2f} s, "
+          f"then {per_step:.3f} s/step (median of {len(rest)}; waiting for data {data:.3f} s of it); "
+          f"whole run {total:.1f} s")
+    cost = step_cost(args.preset, args.stage, stage_config(args.preset, args.stage).clip_frames, args.batch)
+    mem = "GPU max allocated" if device.type == "cuda" else "peak RSS"
+    print(f"memory: {mem} {steps[-1]['mem_gb']:.2f} GiB; bench.py cost: activations saved for backward "
+          f"{cost['saved_D_GB']:.3g} GB (D step) / {cost['saved_G_GB']:.3g} GB (G step) in float32")
+    achieved = cost["TFLOP_per_iter"] * 1e12 / per_step
+    name, c_in, c_out, kernel, _, shape = cost["conv"]
+    conv = conv_throughput(cost["conv"], device, args.dtype)
+    print(f"achieved {achieved / 1e12:.3g} TFLOP/s ({cost['TFLOP_per_iter']:.3g} TFLOP per step, bench.py cost) = "
+          f"{achieved / conv:.1%} of the step's dominant conv alone: {name} {c_in}->{c_out} k{kernel[0]} on "
+          f"{list(shape)} ({cost['conv_share']:.0%} of the step's conv FLOPs), {conv / 1e12:.3g} TFLOP/s "
+          f"forward+backward in {args.dtype}")
+    if device.type == "cuda":
+        peak = matmul_throughput(device)
+        print(f"  = {achieved / peak:.1%} of a dense bf16 8192^3 matmul on {torch.cuda.get_device_name(device)}: "
+              f"{peak / 1e12:.1f} TFLOP/s")
 
 
 # -----------------------------------------------------------------------------

@@ -419,10 +419,12 @@ class SpatialD(nn.Module):
             for i in range(n))
         self.head = ProjectionHead(chs[-1], cfg.num_classes)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """frames (B, k): which frames of each video to score (train.py draws them per example);
+        None: k distinct frames drawn here."""
         B, C, T, H, W = x.shape
         k = min(self.k, T)
-        idx = torch.rand(B, T, device=x.device).argsort(dim=1)[:, :k]       # (B, k) distinct frames
+        idx = torch.rand(B, T, device=x.device).argsort(dim=1)[:, :k] if frames is None else frames  # (B, k)
         frames = x.gather(2, idx.view(B, 1, k, 1, 1).expand(B, C, k, H, W))  # (B, C, k, H, W)
         h = frames.transpose(1, 2).reshape(B * k, C, H, W)                   # (B*k, C, H, W)
         for block in self.blocks:

@@ -9,6 +9,10 @@ window, so every stage trains on real data alone: in any order, even at the same
     python train.py --stage 1 --data PREPARED     # videos data.py prepare made (or a folder of videos)
     torchrun --nproc_per_node=K train.py --stage N   # data-parallel (gloo on CPU, nccl on GPU)
 
+Under torchrun, K processes x --batch-size videos x --grad-accum micro-batches make one batch:
+example ids, noise and D_s's frames are per example, so any split of a batch trains what one
+process at the whole batch trains (with --sync-bn for G's batch norm; see README, Scaling out).
+
 Outputs in --out (default out/stageN): ckpt.pt (everything needed to continue: rerunning the
 same command resumes), config.json, log.jsonl (one JSON line per status line), samples/*.gif,
 and `lock`, held by the live run. SIGINT, SIGTERM or SIGUSR1 end a run at the next step with a
@@ -17,6 +21,7 @@ checkpoint (exit code 0).
 import argparse
 import contextlib
 import copy
+import datetime
 import fcntl
 import itertools
 import json
@@ -29,9 +34,12 @@ import time
 import warnings
 from dataclasses import asdict
 
+import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol  # all_reduce with autograd
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from data import Clips, StageExamples, open_clips, to_uint8, video_grid, view, write_gif
 from losses import d_hinge, d_hinge_negative, g_hinge
@@ -52,8 +60,17 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="'synthetic' (built-in bouncing shapes), a folder data.py prepare wrote, or a folder of videos")
     p.add_argument("--out", default=None, help="output folder (default out/stageN)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="videos per D and per G step, per process (default: 32 on GPU, 2 on CPU, "
-                        "where training is a demo of the pipeline, not a real run)")
+                   help="videos per D and per G step, per process and micro-batch (default: 32 on GPU, "
+                        "2 on CPU, where training is a demo of the pipeline, not a real run)")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per D and per G step: the batch is processes x batch-size x this")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under DDP, G's batch norm normalises over the whole batch of all processes "
+                        "(cross-replica BN, as DVD-GAN and BigGAN); else over each process's micro-batch")
+    p.add_argument("--ddp-timeout", type=float, default=1800,
+                   help="under DDP, seconds a collective waits for the other ranks before the job "
+                        "exits with an error (a dead or hung rank); rank 0 alone runs samples, FVD and "
+                        "checkpoints meanwhile, so keep it above their time")
     p.add_argument("--max-iters", type=int, default=200_000, help="G steps to train for")
     p.add_argument("--window", type=int, default=None, help="stages >= 2: output frames per window (even)")
     p.add_argument("--frame-stride", type=int, default=None,
@@ -101,7 +118,9 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
 # whether the run started at 0 or resumed at b (DESIGN.md section 4, exact resume).
 
 class StepSampler(torch.utils.data.Sampler):
-    """Endless example indices: batch b of rank r holds examples [(b*world + r)*B, ... + B)."""
+    """Endless example indices: batch b of rank r holds examples [(b*world + r)*B, ... + B).
+    With B = batch-size x grad-accum, the loader cuts each into micro-batches: rank r's share
+    of batch b is the same examples whatever the number of ranks and micro-batches."""
 
     def __init__(self, first_batch: int, batch_size: int, rank: int = 0, world: int = 1):
         self.first_batch, self.batch_size, self.rank, self.world = first_batch, batch_size, rank, world
@@ -133,6 +152,114 @@ def make_clips(args: argparse.Namespace, cfg: StageConfig, split: str = "train")
 GRID_MAX = 32  # videos in a stage-1 sample grid at most, as StyleGAN2-ADA caps its grids
 
 
+class WithIds(torch.utils.data.Dataset):
+    """The stage's examples, each carrying its index "id": a step's noise is drawn per example
+    id (step_noise), from the ids the loader actually delivered."""
+
+    def __init__(self, examples: StageExamples):
+        self.examples = examples
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.examples[i], "id": i}
+
+
+D_NOISE, G_NOISE = 0, 1  # a D step's and a G step's draws for the same examples differ
+
+
+def step_noise(cfg: StageConfig, ids: torch.Tensor, batch: dict, seed: int, tag: int, device) -> dict:
+    """The randomness of one D or G step on the examples `ids`: "z" for G ((B, T, z_dim) for
+    stage 1, a (B, z_dim, T', H', W') map like c_context for upscalers) and "frames" (2, B, k),
+    the frames D_s scores of the real and the fake videos. Row b is a pure function of (seed,
+    ids[b], tag): one process at batch 4, two ranks at 2 and two micro-batches of 2 draw the
+    same numbers for the same examples, and a resumed run draws what an uninterrupted one drew.
+    (A CUDA generator gives other numbers than a CPU one: resume on the same kind of device.)"""
+    z_shape = (cfg.out_frames, cfg.z_dim) if cfg.stage == 1 else (cfg.z_dim, *batch["c_context"].shape[2:])
+    T, k = cfg.out_frames, min(cfg.d_frames, cfg.out_frames)
+    z, frames = [], []
+    for i in ids.tolist():
+        g = torch.Generator(device).manual_seed(int(np.random.SeedSequence([seed, i, tag]).generate_state(1, np.uint64)[0]))
+        z.append(torch.randn(z_shape, generator=g, device=device))
+        frames.append(torch.rand(2, T, generator=g, device=device).argsort(dim=1)[:, :k])  # (2, k) distinct
+    return {"z": torch.stack(z), "frames": torch.stack(frames, dim=1)}
+
+
+# -----------------------------------------------------------------------------
+# Data parallelism: N ranks x M micro-batches of B videos train as one batch of N*M*B
+
+class CrossReplicaBN(torch.nn.BatchNorm3d):
+    """BatchNorm3d whose training statistics are the whole batch's, over all ranks (--sync-bn).
+    torch's SyncBatchNorm runs on GPUs only; this one runs on any backend (gloo included), so
+    the CPU tests check the path the GPUs take. The moments are summed with an autograd-aware
+    all_reduce, so the gradient flows through the shared statistics as in one big batch.
+    Ranks hold equal batches. Eval mode (G_ema, sampling) is plain BatchNorm3d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized()):
+            return super().forward(x)
+        B, C, T, H, W = x.shape
+        world = dist.get_world_size()
+        xf = x.float()                                                     # moments in float32, even under bf16
+        moments = torch.cat([xf.mean((0, 2, 3, 4)), xf.square().mean((0, 2, 3, 4))])  # (2C,)
+        moments = funcol.all_reduce(moments, "sum", dist.group.WORLD) / world
+        mean, var = moments[:C], (moments[C:] - moments[:C].square()).clamp(min=0)     # (C,), biased
+        with torch.no_grad():
+            n = B * T * H * W * world
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)  # unbiased, as BatchNorm
+            self.num_batches_tracked.add_(1)
+        shape = (1, C, 1, 1, 1)
+        out = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
+
+
+def cross_replica_bn(net: torch.nn.Module) -> torch.nn.Module:
+    """net with each BatchNorm3d replaced by a CrossReplicaBN holding the same state."""
+    for parent in list(net.modules()):
+        for name, bn in parent.named_children():
+            if type(bn) is torch.nn.BatchNorm3d:
+                new = CrossReplicaBN(bn.num_features, bn.eps, bn.momentum, bn.affine).to(bn.running_mean.device)
+                new.load_state_dict(bn.state_dict())
+                setattr(parent, name, new)
+    return net
+
+
+@contextlib.contextmanager
+def power_iterations_paused(nets: list, paused: bool):
+    """In training mode spectral norm runs a power iteration at every forward, so micro-batches
+    after the first of a step would see other weights than the first. Paused, they reuse the
+    first one's estimate: a step updates it once, as one big batch does."""
+    layers = [m for net in nets if paused for m in net.modules() if isinstance(m, _SpectralNorm)]
+    for m in layers:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.train(True)
+
+
+def accumulate(loss_of, micro: list[dict], wrapped: list, nets: list) -> tuple[torch.Tensor, dict]:
+    """Backward of the mean of loss_of(batch) over the micro-batches: the gradient of the batch
+    of them all. DDP modules in `wrapped` all-reduce once, on the last micro-batch. loss_of
+    returns (loss, {name: (real, fake) logit means}); returns the means over micro-batches."""
+    n, loss_sum, logits = len(micro), 0.0, {}
+    for m, batch in enumerate(micro):
+        with contextlib.ExitStack() as stack:
+            if m < n - 1:
+                for dp in wrapped:
+                    stack.enter_context(dp.no_sync())
+            stack.enter_context(power_iterations_paused(nets, paused=m > 0))
+            loss, lg = loss_of(batch)
+            (loss / n).backward()
+        loss_sum = loss_sum + loss.detach() / n
+        for k, (real, fake) in lg.items():
+            r0, f0 = logits.get(k, (0.0, 0.0))
+            logits[k] = (r0 + real / n, f0 + fake / n)
+    return loss_sum, logits
+
+
 # -----------------------------------------------------------------------------
 # The D and G steps (pure functions of modules and tensors: these are what --compile compiles)
 
@@ -154,14 +281,17 @@ def generate(G, cfg: StageConfig, batch: dict) -> torch.Tensor:
 
 def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mismatch: bool):
     """Hinge over D_s + D_t (+ lambda_m D_m) on real and fake; real and fake go through each D
-    as one batch. Returns (loss, logits) with logits[name] = (real, fake) means."""
-    x_real, c, y = batch["x"], batch.get("c"), batch["y"]
+    as one batch; D_s scores batch["frames"] where the batch brings them (step_noise). Logits
+    and losses are float32, under bf16 autocast too. Returns (loss, logits) with
+    logits[name] = (real, fake) means."""
+    x_real, c, y, frames = batch["x"], batch.get("c"), batch["y"], batch.get("frames")
     B = x_real.shape[0]
     with torch.no_grad():
         x_fake = generate(G, cfg, batch)
     assert x_fake.shape == x_real.shape, f"G made {tuple(x_fake.shape)}, data is {tuple(x_real.shape)}"
     x, yy = torch.cat([x_real, x_fake]), torch.cat([y, y])                 # (2B, 3, T, H, W)
-    logits_s, logits_t = D_s(x, yy), D_t(x, yy)                             # (2B,)
+    frames = None if frames is None else frames.flatten(0, 1)               # (2B, k): real, fake
+    logits_s, logits_t = D_s(x, yy, frames).float(), D_t(x, yy).float()     # (2B,)
     loss = d_hinge(logits_s[:B], logits_s[B:]) + d_hinge(logits_t[:B], logits_t[B:])
     logits = {"s": logits_s, "t": logits_t}
     if D_m is not None:
@@ -169,7 +299,7 @@ def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mis
         if mismatch:  # a real window with another video's view is a fake pair too
             pairs_x.append(x_real)
             pairs_c.append(c.roll(1, dims=0))
-        logits_m = D_m(torch.cat(pairs_x), torch.cat(pairs_c), y.repeat(len(pairs_x)))
+        logits_m = D_m(torch.cat(pairs_x), torch.cat(pairs_c), y.repeat(len(pairs_x))).float()
         loss_m = d_hinge(logits_m[:B], logits_m[B:2 * B])
         if mismatch:
             loss_m = loss_m + d_hinge_negative(logits_m[2 * B:])
@@ -179,12 +309,12 @@ def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mis
 
 
 def g_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float):
-    """Minus the mean scores of the same discriminators on a fresh fake batch."""
-    c, y = batch.get("c"), batch["y"]
+    """Minus the mean scores of the same discriminators on a fresh fake batch (float32)."""
+    c, y, frames = batch.get("c"), batch["y"], batch.get("frames")
     x_fake = generate(G, cfg, batch)
-    loss = g_hinge(D_s(x_fake, y)) + g_hinge(D_t(x_fake, y))
+    loss = g_hinge(D_s(x_fake, y, None if frames is None else frames[1]).float()) + g_hinge(D_t(x_fake, y).float())
     if D_m is not None:
-        loss = loss + lambda_m * g_hinge(D_m(x_fake, c, y))
+        loss = loss + lambda_m * g_hinge(D_m(x_fake, c, y).float())
     return loss
 
 
@@ -336,9 +466,9 @@ class Status:
     so the loop never waits for it; a status line reads them (one host sync), checks that they
     are finite, prints their means and appends the same numbers to the log, as nanoGPT does."""
 
-    def __init__(self, out: str, device: torch.device, step: int, main: bool):
+    def __init__(self, out: str, device: torch.device, step: int, main: bool, batch: int):
         self.log_path, self.ckpt_path = os.path.join(out, "log.jsonl"), os.path.join(out, "ckpt.pt")
-        self.device = device
+        self.device, self.batch = device, batch  # batch: the global one, all ranks and micro-batches
         self.sums, self.n, self.data_time, self.skipped = {}, 0, 0.0, 0
         self.t, self.step = time.time(), step  # of the last status line
         if main:
@@ -384,14 +514,14 @@ class Status:
         now, steps = time.time(), step - self.step
         rec = {k: round(v, 4) for k, v in self.means().items()}
         s_it = (now - self.t) / steps
-        rec.update(step=step, s_per_it=round(s_it, 4), it_per_s=round(1 / s_it, 3),
+        rec.update(step=step, batch=self.batch, s_per_it=round(s_it, 4), it_per_s=round(1 / s_it, 3),
                    data_s_per_it=round(self.data_time / steps, 4), mem_gb=round(memory_gb(self.device), 3),
                    skipped_videos=int(self.skipped))
         ds = [k[2:-5] for k in rec if k.startswith("D_") and k.endswith("_real")]  # s, t, m
-        print(f"step {step} | D {rec['loss_D']:.3f} G {rec['loss_G']:.3f} | logits real/fake "
+        print(f"step {step} | batch {self.batch} | D {rec['loss_D']:.3f} G {rec['loss_G']:.3f} | logits real/fake "
               + " ".join(f"{k} {rec[f'D_{k}_real']:+.2f}/{rec[f'D_{k}_fake']:+.2f}" for k in ds)
               + f" | {s_it:.3f} s/it {1 / s_it:.2f} it/s | data {rec['data_s_per_it']:.3f} s/it"
-              + f" | mem {rec['mem_gb']:.2f} GB | skipped {rec['skipped_videos']}", flush=True)
+              + f" | {'GPU ' if self.device.type == 'cuda' else ''}mem {rec['mem_gb']:.2f} GB | skipped {rec['skipped_videos']}", flush=True)
         self.append(rec)
         self.sums, self.n, self.data_time, self.t, self.step = {}, 0, 0.0, now, step
 
@@ -510,10 +640,11 @@ class Stop:
 
 
 @contextlib.contextmanager
-def stop_on_signals(distributed: bool):
+def stop_on_signals(distributed: bool, timeout: datetime.timedelta):
     """SIGINT (Ctrl-C), SIGTERM (schedulers) and SIGUSR1 (SLURM's --signal warning) end the run
-    at the next step boundary, with a checkpoint, instead of killing it. Yields the Stop flag."""
-    stop = Stop(dist.new_group(backend="gloo") if distributed else None)
+    at the next step boundary, with a checkpoint, instead of killing it. Yields the Stop flag.
+    Its collective runs every step, so a dead or hung rank stops the others within `timeout`."""
+    stop = Stop(dist.new_group(backend="gloo", timeout=timeout) if distributed else None)
     old = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         yield stop
@@ -525,18 +656,22 @@ def stop_on_signals(distributed: bool):
 # -----------------------------------------------------------------------------
 
 def train(args: argparse.Namespace) -> dict:
-    """Train one stage to --max-iters; returns the final checkpoint dict."""
+    """Train one stage to --max-iters; returns the final state (on every rank; rank 0 saved it)."""
     # --- setup: one process, or one of torchrun's
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     device = torch.device(args.device)
+    timeout = datetime.timedelta(seconds=args.ddp_timeout)
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN's convs use TF32 by default)
+        torch.backends.cudnn.benchmark = True        # a stage's shapes never change: pick conv kernels once
     main = rank == 0
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the init; the steps' noise comes from step_noise
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     # --- data: the stage's view (windowed, with its conditioning c) of the preset's clips
@@ -552,7 +687,7 @@ def train(args: argparse.Namespace) -> dict:
     # For the whole run: the lock on --out (rank 0's; the ranks share the folder), and the stop
     # signals, which end the loop at a step boundary.
     with (lock_folder(args.out) if main else contextlib.nullcontext(),
-          stop_on_signals(distributed=world > 1) as stop):
+          stop_on_signals(world > 1, timeout) as stop):
         if main:
             with open(os.path.join(args.out, "config.json"), "w") as f:
                 json.dump({"args": vars(args), "config": asdict(cfg)}, f, indent=2)
@@ -565,6 +700,8 @@ def train(args: argparse.Namespace) -> dict:
         for m in [G, *Ds]:
             m.to(device)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        if args.sync_bn and world > 1:  # same parameters and buffers, so checkpoints do not change
+            G = cross_replica_bn(G)
         opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(0.0, 0.999))
         opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=(0.0, 0.999))
         nets = {"G": G, "G_ema": G_ema, "D_s": D_s, "D_t": D_t, "D_m": D_m}  # as the checkpoint names them
@@ -573,54 +710,70 @@ def train(args: argparse.Namespace) -> dict:
             if main and m is not None and name != "G_ema":
                 print(f"{name:3} {sum(p.numel() for p in m.parameters()):>12,} parameters")
 
-        # --- resume: the same command continues the same run
+        # --- resume: the same command continues the same run, on every rank
         step = 0
         if os.path.exists(ckpt_path):
             step = restore_state(ckpt_path, cfg, nets, opts, device)
             if main:
                 print(f"resuming {ckpt_path} at step {step}")
-        if world > 1:  # after resume, so every rank draws its own noise from the same point on
-            torch.manual_seed(args.seed * 1000 + rank + step)
         # Data-parallel wrappers (torchrun): a D step syncs D grads, a G step G grads. The G step
         # calls the Ds unwrapped: it needs no D gradient, and DDP would wait for one.
         G_dp, D_s_dp, D_t_dp, D_m_dp = (DDP(m) if world > 1 and m is not None else m for m in (G, D_s, D_t, D_m))
+        wrapped_G = [G_dp] if world > 1 else []
+        wrapped_D = [D for D in (D_s_dp, D_t_dp, D_m_dp) if isinstance(D, DDP)]
 
         # --- compile (optional): the two step functions, modules stay uncompiled for checkpoints
         d_step_fn = torch.compile(d_loss) if args.compile else d_loss
         g_step_fn = torch.compile(g_loss) if args.compile else g_loss
 
+        def d_of(batch: dict):
+            with autocast:
+                return d_step_fn(G_dp, D_s_dp, D_t_dp, D_m_dp, cfg, batch, args.lambda_m, args.mismatch_negatives)
+
+        def g_of(batch: dict):  # on the last D batch's labels (and real views)
+            with autocast:
+                return g_step_fn(G_dp, D_s, D_t, D_m, cfg, batch, args.lambda_m), {}
+
         loader = torch.utils.data.DataLoader(
-            examples, batch_size=args.batch_size, num_workers=args.workers, pin_memory=device.type == "cuda",
-            sampler=StepSampler(step * args.d_steps, args.batch_size, rank, world),
-            generator=torch.Generator(),  # keeps the global RNG untouched: resume stays exact
+            WithIds(examples), batch_size=args.batch_size, num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+            sampler=StepSampler(step * args.d_steps, args.batch_size * args.grad_accum, rank, world),
+            generator=torch.Generator(),  # keeps the global RNG untouched
             worker_init_fn=quiet_worker, persistent_workers=args.workers > 0)
         batches = iter(loader)
         heldout = (StageExamples(make_clips(args, cfg, split="val"), cfg.view_s, cfg.view_t, cfg.window,
                                  cfg.context, seed=args.seed) if main and cfg.stage > 1 else None)
         fixed = fixed_inputs(cfg, heldout, device, args.seed) if main else None
 
+        def micro_batches(tag: int) -> list[dict]:
+            """The next batch, as --grad-accum micro-batches on the device with their noise."""
+            micro = []
+            for _ in range(args.grad_accum):
+                t0 = time.time()
+                batch = next(batches)
+                ids = batch.pop("id")
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                status.data(time.time() - t0, batch["skipped"])
+                micro.append({**batch, "id": ids, **step_noise(cfg, ids, batch, args.seed, tag, device)})
+            return micro
+
         # --- the loop: D steps, a G step, EMA, then the bookkeeping
-        status, step0 = Status(args.out, device, step, main), step
+        status = Status(args.out, device, step, main, args.batch_size * args.grad_accum * world)
+        step0 = step
         log_due, sample_due = Every(args.log_every, STATUS_SECONDS), Every(args.sample_every, SAMPLE_SECONDS)
         ckpt_due = Every(args.ckpt_every, CKPT_SECONDS)
         while step < args.max_iters and not stop.requested():
             for _ in range(args.d_steps):  # D steps, each on a fresh real batch
-                t0 = time.time()
-                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-                status.data(time.time() - t0, batch["skipped"])
-                with autocast:
-                    loss_D, logits = d_step_fn(G_dp, D_s_dp, D_t_dp, D_m_dp, cfg, batch,
-                                               args.lambda_m, args.mismatch_negatives)
+                micro = micro_batches(D_NOISE)
                 opt_D.zero_grad(set_to_none=True)
-                loss_D.backward()
+                loss_D, logits = accumulate(d_of, micro, wrapped_D, [G, *Ds])
                 opt_D.step()
 
-            for D in Ds:  # G step on the last batch's labels (and real views): D grads not needed
+            for D in Ds:  # G step on the last D batch, with fresh noise: D grads not needed
                 D.requires_grad_(False)
-            with autocast:
-                loss_G = g_step_fn(G_dp, D_s, D_t, D_m, cfg, batch, args.lambda_m)
+            micro = [{**b, **step_noise(cfg, b["id"], b, args.seed, G_NOISE, device)} for b in micro]
             opt_G.zero_grad(set_to_none=True)
-            loss_G.backward()
+            loss_G, _ = accumulate(g_of, micro, wrapped_G, [G, *Ds])
             opt_G.step()
             for D in Ds:
                 D.requires_grad_(True)
@@ -646,10 +799,9 @@ def train(args: argparse.Namespace) -> dict:
                 save_checkpoint(ckpt_path, train_state(step, nets, opts, device, args, cfg))
 
         # --- final checkpoint (rank 0), checked like every other
-        ckpt = None
+        ckpt = train_state(step, nets, opts, device, args, cfg)
         if main:
             status.check_finite(step, nets)
-            ckpt = train_state(step, nets, opts, device, args, cfg)
             save_checkpoint(ckpt_path, ckpt)
         how = f"{'done' if step >= args.max_iters else 'stopped'} at step {step}"
         print(f"{how}: {ckpt_path}" if main else f"rank {rank}: {how}", flush=True)
@@ -658,8 +810,21 @@ def train(args: argparse.Namespace) -> dict:
     return ckpt
 
 
+def lost_rank(e: RuntimeError) -> bool:
+    """Did a collective fail: another rank died (connection reset) or hung past --ddp-timeout?"""
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1 and (
+        isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d")))
+
+
 if __name__ == "__main__":
+    args = get_args()
     try:
-        train(get_args())
+        train(args)
     except (TrainingDiverged, CheckpointWriteError, FolderInUse, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
+    except RuntimeError as e:
+        if not lost_rank(e):
+            raise
+        raise SystemExit(f"error: rank {os.environ['RANK']}: another rank died, or hung for more than --ddp-timeout "
+                         f"{args.ddp_timeout:g} s; see its log. Rerun the same command to resume from the last "
+                         f"checkpoint. ({str(e).splitlines()[0]})") from None
