@@ -44,6 +44,7 @@ class StageConfig:
     d_frames: int = 8             # k, the frames D_s scores per video
     frame_stride: int = 1         # frames of the source video between two clip frames
     context: int = 0              # stages >= 2: conditioning frames of context each side of a window
+    grounded: bool = False        # stages >= 2: Gup's output projected onto view(x, 2, 2) == c (ground)
 
     @property
     def out_frames(self) -> int:
@@ -157,6 +158,16 @@ def upsample(c: torch.Tensor, mode: str = "trilinear") -> torch.Tensor:
     c_next = torch.cat([c[:, :, 1:], c[:, :, -1:]], dim=2)            # (B, C, Tc, Hc, Wc)
     frames = torch.stack([c, (c + c_next) / 2], dim=3).flatten(2, 3)  # (B, C, 2Tc, Hc, Wc)
     return F.interpolate(frames, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False)
+
+
+def ground(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Make x (B, C, 2Tc, 2Hc, 2Wc) grounded in c (B, C, Tc, Hc, Wc) exactly: add the error
+    c - view(x, 2, 2) back, each value to its 2x2 block on the kept frame 2k and on frame 2k+1
+    (nearest upsampling). Then view(result, 2, 2) == c, with the least change to the frames the
+    view keeps; frames 2k and 2k+1 move alike, so no flicker between them. Local in time (no
+    look-ahead), so chunked sampling stays exact."""
+    error = c - F.avg_pool3d(x[:, :, ::2], (1, 2, 2))               # (B, C, Tc, Hc, Wc)
+    return x + F.interpolate(error, scale_factor=2, mode="nearest")  # (B, C, 2Tc, 2Hc, 2Wc)
 
 
 class ConditionalBN(nn.Module):
@@ -313,7 +324,7 @@ class Gup(nn.Module):
         super().__init__()
         assert len(cfg.g_mults) == 3, f"Gup takes 3 g_mults, got {cfg.g_mults}"
         c1, c2, c3 = (cfg.ch * m for m in cfg.g_mults)
-        self.z_dim = cfg.z_dim
+        self.z_dim, self.grounded = cfg.z_dim, cfg.grounded
         self.embed = nn.Embedding(max(cfg.num_classes, 1), cfg.z_dim)
         # The noise enters scaled per channel, from zero (StyleGAN2's noise strength): an untrained
         # Gup is deterministic, and noise comes in as fast as it helps to fool D_s and D_t.
@@ -375,7 +386,8 @@ class Gup(nn.Module):
         for block in self.blocks:
             h = block(h, e, (next(needed), next(needed)))
         residual = crop(self.out(F.relu(self.out_bn(h))), next(needed))  # (B, 3, 2 keep, 2Hc, 2Wc)
-        return crop(upsample(c, "trilinear"), residual.shape[2]) + residual
+        x = crop(upsample(c, "trilinear"), residual.shape[2]) + residual  # (B, 3, 2 keep, 2Hc, 2Wc)
+        return ground(x, crop(c, residual.shape[2] // 2)) if self.grounded else x
 
 
 def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, context: int) -> torch.Tensor:

@@ -84,6 +84,9 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stages >= 2: conditioning frames of context each side of a training window, "
                         "as the sampler's overlap gives (default: the stage's receptive radius R; "
                         "0 trains on the window's conditioning alone)")
+    p.add_argument("--grounded", action=argparse.BooleanOptionalAction, default=False,
+                   help="stages >= 2: project Gup's output onto the videos whose view(x, 2, 2) is its "
+                        "conditioning (models.ground), so it is grounded by construction")
     p.add_argument("--lambda-m", type=float, default=1.0,
                    help="weight of the matching discriminator D_m (stages >= 2); 0 removes D_m")
     p.add_argument("--mismatch-negatives", action="store_true",
@@ -413,6 +416,7 @@ def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
     if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup
         overrides["context"] = (args.context if args.context is not None else
                                 Gup(stage_config(args.preset, args.stage)).receptive_radius)
+        overrides["grounded"] = args.grounded
     return stage_config(args.preset, args.stage, **overrides)
 
 

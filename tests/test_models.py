@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import PRESETS, G1, GBlock, Gup, build_stage, stage_config
+from data import view
+from models import PRESETS, G1, GBlock, Gup, build_stage, ground, stage_config
 
 
 def tiny(stage: int, **kw):
@@ -147,3 +148,29 @@ def test_compiled_block_matches_eager_with_dynamic_time():
         scale = max(g.abs().max().item() for g in grads[0])
         for g_c, g_e in zip(grads[1], grads[0]):
             torch.testing.assert_close(g_c, g_e, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_ground_makes_the_view_exact_with_the_least_change():
+    """view(ground(x, c), 2, 2) == c; a grounded x is left as it is; each 2x2 block of a kept
+    frame moves by one value (the least change in L2), and frame 2k+1 moves as frame 2k does."""
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(2, 3, 8, 6, 6, generator=g), torch.randn(2, 3, 4, 3, 3, generator=g)
+    y = ground(x, c)
+    torch.testing.assert_close(view(y, 2, 2), c)
+    torch.testing.assert_close(ground(y, c), y)
+    moved = y - x                                                       # (2, 3, 8, 6, 6)
+    torch.testing.assert_close(moved[:, :, 1::2], moved[:, :, ::2])
+    blocks = moved.unflatten(3, (3, 2)).unflatten(5, (3, 2))            # (2, 3, 8, 3, 2, 3, 2)
+    torch.testing.assert_close(blocks, blocks[:, :, :, :, :1, :, :1].expand_as(blocks))
+
+
+def test_grounded_gup_output_is_grounded_in_its_conditioning():
+    """With grounded=True, Gup's output (also a kept centre) views back to its conditioning;
+    without, a trained residual does not."""
+    torch.manual_seed(0)
+    for grounded in (True, False):
+        G = Gup(stage_config("tiny", 3, num_classes=3, grounded=grounded)).eval()
+        nn.init.normal_(G.out.weight, std=0.05)
+        c, z, y = torch.rand(2, 3, 10, 4, 4) * 2 - 1, torch.randn(2, 4, 10, 4, 4), torch.tensor([0, 2])
+        err = (view(G(c, z, y, keep=4), 2, 2) - c[:, :, 3:7]).abs().max().item()
+        assert (err < 1e-5) if grounded else (err > 1e-2), (grounded, err)

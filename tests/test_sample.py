@@ -63,6 +63,19 @@ def test_chunked_equals_whole_video(gup, Tc, chunk, extra):
 
 
 @torch.no_grad()
+def test_grounded_chunks_equal_the_whole_video():
+    """models.ground is per frame pair and per block: chunking stays exact with grounded=True."""
+    torch.manual_seed(0)
+    G = as_if_trained(Gup(stage_config("tiny", 3, num_classes=3, grounded=True)).eval())
+    c, z, y = video_inputs(G, 13)
+    R = G.receptive_radius
+    whole = upscale_chunked(G, c, z, y, chunk=13, overlap=R, device=CPU)
+    torch.testing.assert_close(upscale_chunked(G, c, z, y, chunk=3, overlap=R, device=CPU), whole,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(view(whole, 2, 2), c)
+
+
+@torch.no_grad()
 def test_small_overlap_differs_at_seams_only(gup):
     """overlap < R: frames at least R conditioning frames from both ends of their chunk's input
     are still exact; frames next to a seam are not."""
