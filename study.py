@@ -256,9 +256,9 @@ def on_real_views(args: argparse.Namespace, name: str, overlap: int | None) -> t
     return sample.upscale([(cfg, G)], c, y, None, overlap, torch.device(args.device), g), c
 
 
-def seams_of(x: torch.Tensor, cfg, chunk: int | None = None) -> float:
-    """Seam error of an upscaler's output x at the seams of chunks of `chunk` conditioning frames."""
-    return sample.seam_error(x, sample.seam_frames(x.shape[2] // 2, chunk or cfg.cond_frames))
+def seams_of(x: torch.Tensor, cfg) -> float:
+    """Seam error of an upscaler's output x (B, 3, T, H, W) at the seams of its sampling chunks."""
+    return sample.seam_error(x, sample.seam_frames(x.shape[2] // 2, cfg.cond_frames))
 
 
 def chain_seam_frames(chain: list) -> list[int]:
@@ -424,11 +424,11 @@ def arm_compute(args: argparse.Namespace, plan: dict, results: Results) -> list[
         "![arm 1 samples](arm1-samples.png)", ""]
 
 
-def arm_stage2(args: argparse.Namespace, plan: dict, results: Results) -> list[str]:
-    """Arms 2 and 3: stage 2 with and without D_m, with and without context, at equal steps."""
+def stage2_measures(args: argparse.Namespace, plan: dict, results: Results) -> dict:
+    """What arms 2 and 3 report of the three stage-2 runs: the rung (FVD on real views, overlap
+    R) and its trilinear floor, grounding error, seam error at overlap R and 0; a strip."""
     n = plan["steps"]["ssw-stage2"]
     (cfg, G), = load(args, "ssw-stage2")
-    R = G.receptive_radius
     print("[study] arms 2 and 3: stage 2's rungs, grounding and seams", flush=True)
     floor = results.get("fvd trilinear x2 of real views", lambda: fvd_of(
         args, sample.interpolated(SOURCE, cfg, args.fvd_n, EVAL_BATCH, 1, "trilinear"), cfg))
@@ -436,29 +436,41 @@ def arm_stage2(args: argparse.Namespace, plan: dict, results: Results) -> list[s
     rung = {r: results.get(f"fvd rung {r} @{n}", lambda r=r: rung_fvd(args, r, n)) for r in names}
     x, c = zip(*(on_real_views(args, r, None) for r in names))                 # overlap R
     x0 = {r: on_real_views(args, r, 0)[0] for r in ("ssw-stage2", "stage2-no-context")}
-    ground = {r: train.grounding_error(xr, c[0]) for r, xr in zip(names, x)}
-    seam_R = {r: seams_of(xr, cfg) for r, xr in zip(names, x)}
-    seam_0 = {r: seams_of(xr, cfg) for r, xr in x0.items()}
-    size = f"{c[0].shape[2]}@{c[0].shape[3]}"
     strip(os.path.join(args.out, "stage2-samples.png"),
           [(f"{who} {k}", v[k]) for k in range(2) for who, v in
            (("trilinear", upsample(c[0][:2])), ("D_m, ctx R", x[0]), ("no D_m", x[1]),
             ("ctx 0", x[2]), ("real", next(sample.real_views(SOURCE, cfg, 2, 2))[0]))],
           list(range(0, cfg.video_frames, 2)), 3)
-    excess_R, excess_0 = abs(seam_R["ssw-stage2"] - 1), abs(seam_0["stage2-no-context"] - 1)
+    return {"cfg": cfg, "R": G.receptive_radius, "steps": n, "floor": floor, "rung": rung,
+            "views": f"{c[0].shape[2]}@{c[0].shape[3]}",
+            "floor_grounding": train.grounding_error(upsample(c[0]), c[0]),
+            "grounding": {r: train.grounding_error(xr, c[0]) for r, xr in zip(names, x)},
+            "seam_R": {r: seams_of(xr, cfg) for r, xr in zip(names, x)},
+            "seam_0": {r: seams_of(xr, cfg) for r, xr in x0.items()}}
+
+
+def arm_matching(args: argparse.Namespace, m: dict) -> list[str]:
+    """Arm 2: stage 2 with and without the matching discriminator D_m, at equal steps."""
+    cfg, rung, ground = m["cfg"], m["rung"], m["grounding"]
     return [
         "## 2. The matching discriminator grounds each window in its view", "",
-        f"Tiny's stage 2 ({size} real views -> {cfg.video_frames}@{cfg.out_size}), {n} steps each, "
-        f"scored on {args.fvd_n} held-out real views of its input, upscaled chunk by chunk with overlap "
-        f"R = {R} (the ladder's rung). Grounding error: mean abs(view(x, 2, 2) - c).", "",
-        f"| stage 2 | FVD on real {size} views | grounding error |", "|---|---|---|",
-        f"| trilinear x2 (the floor) | {floor:.1f} | {train.grounding_error(upsample(c[0]), c[0]):.4f} |",
+        f"Tiny's stage 2 ({m['views']} real views -> {cfg.video_frames}@{cfg.out_size}), {m['steps']} steps "
+        f"each, scored on {args.fvd_n} held-out real views of its input, upscaled chunk by chunk with "
+        f"overlap R = {m['R']} (the ladder's rung). Grounding error: mean abs(view(x, 2, 2) - c).", "",
+        f"| stage 2 | FVD on real {m['views']} views | grounding error |", "|---|---|---|",
+        f"| trilinear x2 (the floor) | {m['floor']:.1f} | {m['floor_grounding']:.4f} |",
         f"| with D_m (--lambda-m 1) | {rung['ssw-stage2']:.1f} | {ground['ssw-stage2']:.4f} |",
         f"| without D_m (--lambda-m 0) | {rung['stage2-no-dm']:.1f} | {ground['stage2-no-dm']:.4f} |", "",
-        verdict_line("D_m keeps the upscaled windows closer to their low-resolution view.",
+        verdict_line("D_m keeps the upscaled videos closer to their low-resolution view.",
                      ground["ssw-stage2"], ground["stage2-no-dm"], "grounding error with D_m", "without D_m"), "",
         verdict_line("Stage 2 beats interpolating its input (the ladder's test of an upscaler).",
-                     rung["ssw-stage2"], floor, "stage 2's FVD", "trilinear's FVD"), "",
+                     rung["ssw-stage2"], m["floor"], "stage 2's FVD", "trilinear's FVD"), ""]
+
+
+def arm_context(args: argparse.Namespace, m: dict) -> list[str]:
+    """Arm 3: stage 2 trained with context R and with none, at equal steps."""
+    R, rung, seam_0, seam_R = m["R"], m["rung"], m["seam_0"], m["seam_R"]
+    return [
         f"## 3. Training as sampled: context R = {R} against 0", "",
         f"The same stage trained with {R} conditioning frames of context each side of a window, as the "
         f"sampler's overlap gives, or with none. Seam error: mean change across a chunk seam over the "
@@ -470,7 +482,8 @@ def arm_stage2(args: argparse.Namespace, plan: dict, results: Results) -> list[s
         verdict_line("Training with context makes a better upscaler.", rung["ssw-stage2"],
                      rung["stage2-no-context"], "FVD with context R", "with context 0"), "",
         verdict_line("Each sampled as trained (overlap = its context), context R leaves smaller seams.",
-                     excess_R, excess_0, "abs(seam error - 1) with context R", "with context 0"), "",
+                     abs(seam_R["ssw-stage2"] - 1), abs(seam_0["stage2-no-context"] - 1),
+                     "abs(seam error - 1) with context R", "with context 0"), "",
         "Samples (every 2nd frame of held-out videos): trilinear, the three runs, the real video:", "",
         "![stage 2 samples](stage2-samples.png)", ""]
 
@@ -510,8 +523,9 @@ def arm_curves(args: argparse.Namespace, plan: dict) -> list[str]:
 
 def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    if os.path.exists("/proc/cpuinfo"):  # Linux names the model; platform often does not
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         cpu = names[0] if names else cpu
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (f"{cpu}, {os.cpu_count()} cores; GPU: {gpu}; runs on {device}; torch {torch.__version__}, "
@@ -554,7 +568,8 @@ def main(argv: list[str] | None = None) -> str:
               f"{plan['steps'][name]}; about {minutes_left(args, plan):.0f} min left in the study", flush=True)
         train_run(args, name, plan["steps"][name], plan["fvd_every"][name], plan["log_every"][name])
     results = Results(os.path.join(args.out, "results.json"))
-    sections = [*arm_compute(args, plan, results), *arm_stage2(args, plan, results),
+    stage2 = stage2_measures(args, plan, results)
+    sections = [*arm_compute(args, plan, results), *arm_matching(args, stage2), *arm_context(args, stage2),
                 *arm_seams(args, plan, results), *arm_curves(args, plan)]
     seconds = results.values.get("study seconds", 0.0) + time.time() - t0  # this invocation and earlier ones
     results.values["study seconds"] = seconds

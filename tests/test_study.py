@@ -91,7 +91,8 @@ def test_rerun_trains_only_what_is_missing(finished, monkeypatch):
         study.main([*ARGV, "--out", str(out)])
     monkeypatch.undo()
     trained, real_train = [], study.train.train
-    monkeypatch.setattr(study.train, "train", lambda args: trained.append(os.path.basename(args.out)) or real_train(args))
+    monkeypatch.setattr(study.train, "train",
+                        lambda args: trained.append(os.path.basename(args.out)) or real_train(args))
     assert study.main([*ARGV, "--out", str(out)]) == path and os.path.exists(path)
     assert trained == ["dvd"]
     assert {r: os.path.getmtime(out / r / "ckpt.pt") for r in kept} == kept
