@@ -17,8 +17,12 @@ The arms, all at the tiny preset's final size (32 frames at 32x32):
 Every training run is an ordinary resumable train.py run in out/study/<run>/. The first
 CAL_STEPS steps of each run measure its s/step; plan.json then fixes every run's --max-iters
 from the budget, once. Rerunning continues: finished runs are not touched, measurements are
-cached in results.json under the steps they were made at. Stages 2 of the ablations are
-tiny's stage 2, not 3: half the cost per step, so twice the steps in the same budget.
+cached in results.json under the steps they were made at.
+
+Arms 2 and 3 ablate tiny's stage 2 (8@8 -> 16@16), not stage 3 (which makes the final size):
+a step costs about half (README, Measured), so the ablations get twice the steps, and stage 2
+is the one that beat its interpolation floor in the measured ladders, so there is something
+for an ablation to take away.
 """
 import argparse
 import datetime
