@@ -159,7 +159,8 @@ def scored_videos(args: argparse.Namespace) -> int:
 
 def make_plan(args: argparse.Namespace) -> dict:
     """plan.json: made once (calibration, FLOPs, steps), then read by every rerun."""
-    settings = {k: getattr(args, k) for k in ("budget_minutes", "seed", "batch_size", "fvd_n", "fvd_points")}
+    settings = {k: getattr(args, k)
+                for k in ("budget_minutes", "seed", "batch_size", "fvd_n", "fvd_points", "device")}
     path = os.path.join(args.out, "plan.json")
     if os.path.exists(path):
         with open(path) as f:
