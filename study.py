@@ -547,7 +547,7 @@ def header(args: argparse.Namespace, plan: dict, argv: list[str], seconds: float
     return [
         "# SSW-GAN at small scale: the study", "", *smoke,
         f"Made by `python study.py {' '.join(argv)}` ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
-        f"UTC), {seconds / 60:.1f} min in all (every invocation of the command added up).", "",
+        f"UTC), {seconds / 60:.1f} min in all (the invocations of the command that reached the report, added up).", "",
         f"- Machine: {machine(args.device)}.",
         f"- Seeds: every run trains with --seed {args.seed} (init, noise and data order); every score uses "
         f"sample.py's FVD_SEED = {sample.FVD_SEED} (its held-out real clips and its noise).",
@@ -573,9 +573,10 @@ def main(argv: list[str] | None = None) -> str:
               f"{plan['steps'][name]}; about {minutes_left(args, plan):.0f} min left in the study", flush=True)
         train_run(args, name, plan["steps"][name], plan["fvd_every"][name], plan["log_every"][name])
     results = Results(os.path.join(args.out, "results.json"))
+    sections = arm_compute(args, plan, results)
     stage2 = stage2_measures(args, plan, results)
-    sections = [*arm_compute(args, plan, results), *arm_matching(args, stage2), *arm_context(args, stage2),
-                *arm_seams(args, plan, results), *arm_curves(args, plan)]
+    sections += [*arm_matching(args, stage2), *arm_context(args, stage2), *arm_seams(args, plan, results),
+                 *arm_curves(args, plan)]
     seconds = results.values.get("study seconds", 0.0) + time.time() - t0  # this invocation and earlier ones
     results.values["study seconds"] = seconds
     results.save()
