@@ -44,7 +44,7 @@ from data import to_uint8
 from models import stage_config, upsample
 
 SOURCE = "synthetic"   # the built-in data
-CAL_STEPS = 3          # each run's first steps; steps 2-3 give its s/step (step 1 warms up)
+CAL_STEPS = 2          # each run's first steps; step 2 gives its s/step (step 1 warms up)
 FVD_FRAMES = 16        # frames scored per video, as train.py's --fvd-every scores them
 EVAL_BATCH = 16        # sample.stage_fvd's batch: the same noise draws, so the same numbers
 MARGIN = 0.10          # a verdict needs a 10% difference; less is inconclusive at this scale
@@ -193,9 +193,10 @@ def make_plan(args: argparse.Namespace) -> dict:
     return plan
 
 
-def minutes_left(args: argparse.Namespace, plan: dict) -> float:
-    train_s = sum((plan["steps"][r] - min(ckpt_step(run_dir(args, r)), plan["steps"][r])) * plan["s_per_step"][r]
-                  for r in RUNS)
+def minutes_left(args: argparse.Namespace, plan: dict, done: dict[str, int]) -> float:
+    """The study's time left, roughly: the runs' steps not done (done: run -> steps) at their
+    s/step, and all the scoring."""
+    train_s = sum((plan["steps"][r] - min(done[r], plan["steps"][r])) * plan["s_per_step"][r] for r in RUNS)
     return (train_s + plan["s_per_video"] * scored_videos(args)) / 60
 
 
@@ -568,10 +569,12 @@ def main(argv: list[str] | None = None) -> str:
     t0 = time.time()
     os.makedirs(os.path.join(args.out, "fvd-stats"), exist_ok=True)
     plan = make_plan(args)
+    done = {name: ckpt_step(run_dir(args, name)) for name in RUNS}
     for i, name in enumerate(RUNS, 1):
-        print(f"[study] run {i}/{len(RUNS)}: {name}, step {ckpt_step(run_dir(args, name))} of "
-              f"{plan['steps'][name]}; about {minutes_left(args, plan):.0f} min left in the study", flush=True)
+        print(f"[study] run {i}/{len(RUNS)}: {name}, step {done[name]} of {plan['steps'][name]}; "
+              f"about {minutes_left(args, plan, done):.0f} min left in the study", flush=True)
         train_run(args, name, plan["steps"][name], plan["fvd_every"][name], plan["log_every"][name])
+        done[name] = plan["steps"][name]
     results = Results(os.path.join(args.out, "results.json"))
     sections = arm_compute(args, plan, results)
     stage2 = stage2_measures(args, plan, results)

@@ -6,13 +6,29 @@ import re
 import shutil
 
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
+import fvd
 import study
 
 # Seconds per run: the budget is spent before training starts, so every run stops after its
 # calibration steps; FVD on 2 videos a set, no FVD points on the curves.
-ARGV = ["--budget-minutes", "0.05", "--batch-size", "2", "--fvd-n", "2", "--fvd-points", "0", "--device", "cpu"]
+ARGV = ["--budget-minutes", "0.05", "--batch-size", "1", "--fvd-n", "2", "--fvd-points", "0", "--device", "cpu"]
+
+
+class PooledPixels(torch.nn.Module):
+    """A stand-in for I3D, for speed alone (I3D takes seconds per video on this CPU): 400
+    features of pooled pixels. Everything around it, the study's FVD code included, is real."""
+    weights_id = "test: pooled pixels"
+
+    def __init__(self):
+        super().__init__()
+        self.project = torch.nn.Linear(3 * 2 * 4 * 4, 400)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:                # (B, 3, T, 224, 224)
+        return self.project(F.adaptive_avg_pool3d(x, (2, 4, 4)).flatten(1))  # (B, 400)
 
 
 def test_verdict_by_hand():
@@ -55,7 +71,11 @@ def test_plot_draws_every_panel(tmp_path):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "study"
-    return out, study.main([*ARGV, "--out", str(out)])
+    torch.manual_seed(0)
+    proxy = PooledPixels()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fvd, "load_i3d", lambda: proxy)
+        return out, study.main([*ARGV, "--out", str(out)])
 
 
 def test_report_has_every_table_and_picture(finished):
@@ -79,22 +99,28 @@ def test_report_has_every_table_and_picture(finished):
     assert not re.search(r"\bnan\b", text) and "Smoke run" not in text
 
 
+train_train = study.train.train
+
+
 def test_rerun_trains_only_what_is_missing(finished, monkeypatch):
-    """A study whose baseline run is missing (it never ran) trains that run alone; the others'
-    checkpoints stay as they were. A run stopped by a signal stops the study, to be rerun."""
+    """A study whose last run is missing (it never ran) trains that run alone; the others'
+    checkpoints stay as they were, and its scores come from results.json. A run stopped by a
+    signal stops the study, to be rerun."""
     out, path = finished
-    shutil.rmtree(out / "dvd")
+    missing = list(study.RUNS)[-1]
+    shutil.rmtree(out / missing)
     os.remove(path)
-    kept = {r: os.path.getmtime(out / r / "ckpt.pt") for r in study.RUNS if r != "dvd"}
+    kept = {r: os.path.getmtime(out / r / "ckpt.pt") for r in study.RUNS if r != missing}
+    monkeypatch.setattr(fvd, "load_i3d", None)  # nothing is scored again
     monkeypatch.setattr(study.train, "train", lambda args: {"step": 1})  # as a Ctrl-C at step 1
-    with pytest.raises(SystemExit, match="stopped during dvd at step 1: rerun the same command"):
+    with pytest.raises(SystemExit, match=f"stopped during {missing} at step 1: rerun the same command"):
         study.main([*ARGV, "--out", str(out)])
-    monkeypatch.undo()
+    monkeypatch.setattr(study.train, "train", train_train)
     trained, real_train = [], study.train.train
     monkeypatch.setattr(study.train, "train",
                         lambda args: trained.append(os.path.basename(args.out)) or real_train(args))
     assert study.main([*ARGV, "--out", str(out)]) == path and os.path.exists(path)
-    assert trained == ["dvd"]
+    assert trained == [missing]
     assert {r: os.path.getmtime(out / r / "ckpt.pt") for r in kept} == kept
     with pytest.raises(ValueError, match="was planned with"):
         study.main([*ARGV, "--fvd-n", "3", "--out", str(out)])
