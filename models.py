@@ -73,6 +73,9 @@ class StageConfig:
 # One row per preset; each stage of a preset is a StageConfig (DESIGN.md section 2).
 # ssw-128: 25@32 -> 50@64 -> 100@128.  ssw-64: 24@32 -> 48@64.  tiny: 8@8 -> 16@16 -> 32@32,
 # for CPU tests and demos.  dvd-128: the single-stage DVD-GAN baseline, G1/D_s/D_t at 100@128.
+# dvd-tiny: the same baseline at tiny's final size, 32@32 in one stage (study.py's arm 1), as
+# wide at each resolution as tiny's stage making it (G 32 channels at 4x4 ... 4 at 32x32; D_s
+# and D_t those of tiny's stage 3).
 PRESETS: dict[str, list[StageConfig]] = {
     "ssw-128": [
         StageConfig("ssw-128", 1, 3, 100, 128, view_s=4, view_t=4, window=None, ch=32,
@@ -99,6 +102,10 @@ PRESETS: dict[str, list[StageConfig]] = {
     "dvd-128": [
         StageConfig("dvd-128", 1, 1, 100, 128, view_s=1, view_t=1, window=None, ch=16,
                     g_mults=(8, 8, 8, 4, 2, 1), d_mults=(1, 2, 4, 8, 8, 8), z_dim=120),
+    ],
+    "dvd-tiny": [
+        StageConfig("dvd-tiny", 1, 1, 32, 32, view_s=1, view_t=1, window=None, ch=4,
+                    g_mults=(8, 4, 2, 1), d_mults=(1, 2, 4, 4), z_dim=24, d_frames=4),
     ],
 }
 

@@ -795,8 +795,10 @@ def train(args: argparse.Namespace) -> dict:
                 with autocast:
                     status.samples(step, path, write_samples(path, G_ema, cfg, fixed))
             if args.fvd_every and step % args.fvd_every == 0:  # the stage's rung of the ladder
+                t_fvd = time.time()  # logged, so that training time can be told from scoring time
                 fvd_score = stage_fvd(cfg, G_ema, args.data, args.fvd_n, device, os.path.join(args.out, "fvd-stats"))
-                status.append({"step": step, "fvd": round(fvd_score, 2), "fvd_n": args.fvd_n})
+                status.append({"step": step, "fvd": round(fvd_score, 2), "fvd_n": args.fvd_n,
+                               "fvd_s": round(time.time() - t_fvd, 2)})
                 print(f"step {step} | FVD {fvd_score:.1f} ({args.fvd_n} videos)", flush=True)
             if ckpt_due(step):
                 status.check_finite(step, nets)  # never a checkpoint of a diverged run
