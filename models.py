@@ -45,11 +45,16 @@ class StageConfig:
     frame_stride: int = 1         # frames of the source video between two clip frames
     context: int = 0              # stages >= 2: conditioning frames of context each side of a window
     grounded: bool = False        # stages >= 2: Gup's output projected onto view(x, 2, 2) == c (ground)
+    d_ch: int | None = None       # the Ds' base width (d_mults multiply it); None: ch, as G's
 
     @property
     def out_frames(self) -> int:
         """Frames this stage makes per training example (the whole view, or a window)."""
         return self.window if self.window is not None else math.ceil(self.clip_frames / self.view_t)
+
+    @property
+    def d_width(self) -> int:
+        return self.d_ch or self.ch
 
     @property
     def out_size(self) -> int:
@@ -429,7 +434,7 @@ class SpatialD(nn.Module):
 
     def __init__(self, cfg: StageConfig):
         super().__init__()
-        chs = [cfg.ch * m for m in cfg.d_mults]
+        chs = [cfg.d_width * m for m in cfg.d_mults]
         n = len(chs)
         assert cfg.out_size // 2 ** (n - 1) == 4, f"D_s: {n} DBlocks take {cfg.out_size} to 4x4? no"
         self.k = cfg.d_frames
@@ -458,7 +463,7 @@ class TemporalD(nn.Module):
 
     def __init__(self, cfg: StageConfig, in_ch: int = 3):
         super().__init__()
-        chs = [cfg.ch * m for m in cfg.d_mults[1:]]
+        chs = [cfg.d_width * m for m in cfg.d_mults[1:]]
         n = len(chs)
         assert cfg.out_size // 2 // 2 ** (n - 1) == 4, f"D_t: {n} DBlocks must reach 4x4"
         self.blocks = nn.ModuleList(

@@ -14,6 +14,9 @@ The arms, all at the tiny preset's final size (32 frames at 32x32):
 4. Seams of the trained chain against the overlap, and exactness of overlap >= R.
 5. Curves (losses, D logits, FVD, grounding error) of every run, as PNG plots.
 
+The study tests the paper's claims, so its upscalers are the paper's: not --grounded (which
+makes the grounding error 0 by construction and would leave arm 2 nothing to measure).
+
 Every training run is an ordinary resumable train.py run in out/study/<run>/. The first
 CAL_STEPS steps of each run measure its s/step; plan.json then fixes every run's --max-iters
 from the budget, once. Rerunning continues: finished runs are not touched, measurements are
@@ -49,13 +52,14 @@ FVD_FRAMES = 16        # frames scored per video, as train.py's --fvd-every scor
 EVAL_BATCH = 16        # sample.stage_fvd's batch: the same noise draws, so the same numbers
 MARGIN = 0.10          # a verdict needs a 10% difference; less is inconclusive at this scale
 EXACT_TOL = 1e-4       # max |chunked - whole| that counts as exact (float32 tolerance)
+PAPER = ["--no-grounded"]  # the upscalers as the paper has them: grounded by D_m alone
 RUNS = {  # run name -> train.py flags
     "ssw-stage1": ["--preset", "tiny", "--stage", "1"],
-    "ssw-stage2": ["--preset", "tiny", "--stage", "2"],
-    "ssw-stage3": ["--preset", "tiny", "--stage", "3"],
+    "ssw-stage2": ["--preset", "tiny", "--stage", "2", *PAPER],
+    "ssw-stage3": ["--preset", "tiny", "--stage", "3", *PAPER],
     "dvd": ["--preset", "dvd-tiny", "--stage", "1"],
-    "stage2-no-dm": ["--preset", "tiny", "--stage", "2", "--lambda-m", "0"],
-    "stage2-no-context": ["--preset", "tiny", "--stage", "2", "--context", "0"],
+    "stage2-no-dm": ["--preset", "tiny", "--stage", "2", "--lambda-m", "0", *PAPER],
+    "stage2-no-context": ["--preset", "tiny", "--stage", "2", "--context", "0", *PAPER],
 }
 SSW = ["ssw-stage1", "ssw-stage2", "ssw-stage3"]
 

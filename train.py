@@ -84,9 +84,13 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stages >= 2: conditioning frames of context each side of a training window, "
                         "as the sampler's overlap gives (default: the stage's receptive radius R; "
                         "0 trains on the window's conditioning alone)")
-    p.add_argument("--grounded", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--grounded", action=argparse.BooleanOptionalAction, default=True,
                    help="stages >= 2: project Gup's output onto the videos whose view(x, 2, 2) is its "
-                        "conditioning (models.ground), so it is grounded by construction")
+                        "conditioning (models.ground), so it is grounded by construction; "
+                        "--no-grounded leaves that to D_m alone, as the paper does")
+    p.add_argument("--d-ch", type=int, default=None,
+                   help="base channel width of D_s, D_t and D_m (default: the preset's, G's width); "
+                        "recorded in the checkpoint")
     p.add_argument("--lambda-m", type=float, default=1.0,
                    help="weight of the matching discriminator D_m (stages >= 2); 0 removes D_m")
     p.add_argument("--mismatch-negatives", action="store_true",
@@ -413,6 +417,8 @@ def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
         overrides["frame_stride"] = args.frame_stride
     if args.window is not None:
         overrides["window"] = args.window
+    if args.d_ch is not None:
+        overrides["d_ch"] = args.d_ch
     if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup
         overrides["context"] = (args.context if args.context is not None else
                                 Gup(stage_config(args.preset, args.stage)).receptive_radius)

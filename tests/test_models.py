@@ -174,3 +174,16 @@ def test_grounded_gup_output_is_grounded_in_its_conditioning():
         c, z, y = torch.rand(2, 3, 10, 4, 4) * 2 - 1, torch.randn(2, 4, 10, 4, 4), torch.tensor([0, 2])
         err = (view(G(c, z, y, keep=4), 2, 2) - c[:, :, 3:7]).abs().max().item()
         assert (err < 1e-5) if grounded else (err > 1e-2), (grounded, err)
+
+
+def test_d_ch_widens_the_discriminators_alone():
+    """d_ch (train.py --d-ch) sets the Ds' base width; G keeps the preset's."""
+    base, wide = tiny(3), tiny(3, d_ch=16)
+    assert (base.d_width, wide.d_width) == (base.ch, 16)
+    (G0, *D0), (G1_, *D1) = build_stage(base), build_stage(wide)
+    assert [p.shape for p in G0.parameters()] == [p.shape for p in G1_.parameters()]
+    for d0, d1 in zip(D0, D1):
+        assert d0.blocks[0].conv1.weight.shape[0] * 4 == d1.blocks[0].conv1.weight.shape[0]
+    c, z, y = inputs(wide)
+    x = G1_(c, z, y)
+    assert D1[0](x, y).shape == D1[1](x, y).shape == D1[2](x, c, y).shape == (2,)

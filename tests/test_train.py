@@ -549,6 +549,6 @@ def test_a_hung_rank_ends_the_job_after_the_timeout(tmp_path):
 
 def test_grounded_is_part_of_the_stage_config():
     """--grounded changes Gup's forward, so it lives in the checkpoint's config (resume checks it)."""
-    on = train_module.resolve_config(get_args(["--preset", "tiny", "--stage", "3", "--grounded"]), 0)
-    off = train_module.resolve_config(get_args(["--preset", "tiny", "--stage", "3"]), 0)
+    on = train_module.resolve_config(get_args(["--preset", "tiny", "--stage", "3"]), 0)  # the default
+    off = train_module.resolve_config(get_args(["--preset", "tiny", "--stage", "3", "--no-grounded"]), 0)
     assert on.grounded and not off.grounded and on != off
