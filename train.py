@@ -481,6 +481,7 @@ class Status:
         self.device, self.batch = device, batch  # batch: the global one, all ranks and micro-batches
         self.sums, self.n, self.data_time, self.skipped = {}, 0, 0.0, 0
         self.t, self.step = time.time(), step  # of the last status line
+        self.aside = 0.0  # seconds since then spent on samples, FVD and checkpoints, not training
         if main:
             trim_log(self.log_path)
 
@@ -488,6 +489,10 @@ class Status:
         """A batch came, after `seconds`, with `skipped` bad videos left out of it."""
         self.data_time += seconds
         self.skipped = self.skipped + skipped.sum()  # stays on the device until a status line
+
+    def set_aside(self, seconds: float) -> None:
+        """Bookkeeping took `seconds`: the next status line's s/it leaves them out."""
+        self.aside += seconds
 
     def add(self, loss_D: torch.Tensor, loss_G: torch.Tensor, logits: dict) -> None:
         stats = {"loss_D": loss_D, "loss_G": loss_G}
@@ -523,7 +528,7 @@ class Status:
         self.check_finite(step)
         now, steps = time.time(), step - self.step
         rec = {k: round(v, 4) for k, v in self.means().items()}
-        s_it = (now - self.t) / steps
+        s_it = (now - self.t - self.aside) / steps  # training alone: no samples, FVD or checkpoints
         rec.update(step=step, batch=self.batch, s_per_it=round(s_it, 4), it_per_s=round(1 / s_it, 3),
                    data_s_per_it=round(self.data_time / steps, 4), mem_gb=round(memory_gb(self.device), 3),
                    skipped_videos=int(self.skipped))
@@ -533,7 +538,7 @@ class Status:
               + f" | {s_it:.3f} s/it {1 / s_it:.2f} it/s | data {rec['data_s_per_it']:.3f} s/it"
               + f" | {'GPU ' if self.device.type == 'cuda' else ''}mem {rec['mem_gb']:.2f} GB | skipped {rec['skipped_videos']}", flush=True)
         self.append(rec)
-        self.sums, self.n, self.data_time, self.t, self.step = {}, 0, 0.0, now, step
+        self.sums, self.n, self.data_time, self.t, self.step, self.aside = {}, 0, 0.0, now, step, 0.0
 
     def samples(self, step: int, path: str, err: float | None) -> None:
         """Report the sample grid at path, and log an upscaling stage's grounding error on it."""
@@ -796,6 +801,7 @@ def train(args: argparse.Namespace) -> dict:
                 continue
             if log_due(step, also=step == args.max_iters):
                 status.log(step)
+            t_aside = time.time()
             if sample_due(step, also=step == step0 + 1):
                 path = os.path.join(args.out, "samples", f"step{step:07d}.gif")
                 with autocast:
@@ -809,6 +815,7 @@ def train(args: argparse.Namespace) -> dict:
             if ckpt_due(step):
                 status.check_finite(step, nets)  # never a checkpoint of a diverged run
                 save_checkpoint(ckpt_path, train_state(step, nets, opts, device, args, cfg))
+            status.set_aside(time.time() - t_aside)
 
         # --- final checkpoint (rank 0), checked like every other
         ckpt = train_state(step, nets, opts, device, args, cfg)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -552,3 +553,25 @@ def test_grounded_is_part_of_the_stage_config():
     on = train_module.resolve_config(get_args(["--preset", "tiny", "--stage", "3"]), 0)  # the default
     off = train_module.resolve_config(get_args(["--preset", "tiny", "--stage", "3", "--no-grounded"]), 0)
     assert on.grounded and not off.grounded and on != off
+
+
+def test_status_seconds_per_step_leave_out_samples_and_checkpoints(tmp_path, monkeypatch):
+    """s/it times training alone (study.py plans from it): a sample grid and a checkpoint after
+    every step, each made to take a second, do not show in it."""
+    slow = 1.0
+    real_write, real_save = train_module.write_samples, train_module.save_checkpoint
+
+    def slow_write(*args):
+        time.sleep(slow)
+        return real_write(*args)
+
+    def slow_save(*args):
+        time.sleep(slow)
+        return real_save(*args)
+
+    monkeypatch.setattr(train_module, "write_samples", slow_write)
+    monkeypatch.setattr(train_module, "save_checkpoint", slow_save)
+    run(tmp_path, "--sample-every", "1", "--ckpt-every", "1", iters=3)
+    steps = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "s_per_it" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert all(r["s_per_it"] < slow for r in steps[1:]), steps  # 2 s of bookkeeping before each
