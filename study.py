@@ -119,14 +119,14 @@ def log_of(args: argparse.Namespace, name: str) -> list[dict]:
 
 
 def training_seconds(log: list[dict]) -> float:
-    """Wall time of a run's steps from its status lines (s/it times the steps since the last),
-    less the time its --fvd-every scores took."""
+    """Wall time of a run's steps from its status lines: s/it (training alone, no samples, FVD
+    or checkpoints) times the steps since the last line."""
     seconds, prev = 0.0, 0
     for r in log:
         if "s_per_it" in r:
             seconds += r["s_per_it"] * max(r["step"] - prev, 0)
             prev = r["step"]
-    return seconds - sum(r.get("fvd_s", 0.0) for r in log)
+    return seconds
 
 
 # -----------------------------------------------------------------------------

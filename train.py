@@ -807,7 +807,7 @@ def train(args: argparse.Namespace) -> dict:
                 with autocast:
                     status.samples(step, path, write_samples(path, G_ema, cfg, fixed))
             if args.fvd_every and step % args.fvd_every == 0:  # the stage's rung of the ladder
-                t_fvd = time.time()  # logged, so that training time can be told from scoring time
+                t_fvd = time.time()  # logged: what a score costs (s/it leaves it out)
                 fvd_score = stage_fvd(cfg, G_ema, args.data, args.fvd_n, device, os.path.join(args.out, "fvd-stats"))
                 status.append({"step": step, "fvd": round(fvd_score, 2), "fvd_n": args.fvd_n,
                                "fvd_s": round(time.time() - t_fvd, 2)})

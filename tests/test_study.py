@@ -57,6 +57,14 @@ def test_equal_flops_split_by_hand():
     assert set(study.plan_steps(1, s_per_step, tflop).values()) == {study.CAL_STEPS}  # never fewer
 
 
+def test_training_seconds_by_hand():
+    """s/it times the steps since the last status line; an FVD record between them adds
+    nothing, since s/it already leaves scoring out (train.Status)."""
+    log = [{"step": 2, "s_per_it": 1.0}, {"step": 2, "fvd": 900.0, "fvd_n": 4, "fvd_s": 5.0},
+           {"step": 6, "s_per_it": 0.5}, {"step": 6, "grounding_error": 0.01}]
+    assert study.training_seconds(log) == 2 * 1.0 + 4 * 0.5
+
+
 def test_plot_draws_every_panel(tmp_path):
     """Lines, single points (an FVD curve of one point) and an empty panel."""
     path = tmp_path / "curves.png"
