@@ -176,7 +176,8 @@ def ground(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Make x (B, C, 2Tc, 2Hc, 2Wc) grounded in c (B, C, Tc, Hc, Wc) exactly: add the error
     c - view(x, 2, 2) back, each value to its 2x2 block on the kept frame 2k and on frame 2k+1
     (nearest upsampling). Then view(result, 2, 2) == c, with the least change to the frames the
-    view keeps; frames 2k and 2k+1 move alike, so no flicker between them. Local in time (no
+    view keeps. Frames 2k and 2k+1 get the same correction, so a change within a pair is smaller
+    than one across pairs: a two-frame cadence (README, Measured). Local in time (no
     look-ahead), so chunked sampling stays exact."""
     error = c - F.avg_pool3d(x[:, :, ::2], (1, 2, 2))               # (B, C, Tc, Hc, Wc)
     return x + F.interpolate(error, scale_factor=2, mode="nearest")  # (B, C, 2Tc, 2Hc, 2Wc)
