@@ -823,7 +823,8 @@ def train(args: argparse.Namespace) -> dict:
             status.check_finite(step, nets)
             save_checkpoint(ckpt_path, ckpt)
         how = f"{'done' if step >= args.max_iters else 'stopped'} at step {step}"
-        print(f"{how}: {ckpt_path}" if main else f"rank {rank}: {how}", flush=True)
+        line = f"{how}: {ckpt_path}" if main else f"rank {rank}: {how}"
+        print(line + "\n", end="", flush=True)  # one write: under PYTHONUNBUFFERED, ranks' lines never interleave
     if world > 1:
         dist.destroy_process_group()
     return ckpt
