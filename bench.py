@@ -73,7 +73,8 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
     """One training iteration of (preset, stage) on clips of clip_frames frames: the bytes of
     distinct activation storages autograd saves for backward in a D step and in a G step
     (parameters excluded), and the FLOPs of d_steps D steps + one G step, forward + backward.
-    Upscaling stages train with their default context, R conditioning frames each side."""
+    Upscaling stages train with their default context, R conditioning frames each side, in the
+    paper's form (not grounded: grounding adds about 2% to both)."""
     d_steps = 2
     cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames)
     if stage > 1:

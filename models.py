@@ -147,12 +147,16 @@ def conv(dims: int, c_in: int, c_out: int, k: int) -> nn.Module:
     return sn(Conv(c_in, c_out, k, padding=k // 2))
 
 
-def crop(h: torch.Tensor, frames: int | None) -> torch.Tensor:
-    """The centre `frames` frames of h (B, C, T, H, W); all of h if frames is None or >= T."""
-    if frames is None or frames >= h.shape[2]:
-        return h
-    first = (h.shape[2] - frames) // 2
-    return h[:, :, first:first + frames]
+def trim(h: torch.Tensor, drop: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """h (B, C, T, H, W) without its first drop[0] and its last drop[1] frames."""
+    return h[:, :, drop[0]:h.shape[2] - drop[1]]
+
+
+def halfway(v: torch.Tensor) -> torch.Tensor:
+    """v (B, C, T, ...) at twice the frame rate -> (B, C, 2T, ...): frame 2k is v[k], frame 2k+1
+    lies halfway to v[k+1], and the last frame holds."""
+    v_next = torch.cat([v[:, :, 1:], v[:, :, -1:]], dim=2)       # (B, C, T, ...)
+    return torch.stack([v, (v + v_next) / 2], dim=3).flatten(2, 3)  # (B, C, 2T, ...)
 
 
 def upsample(c: torch.Tensor, mode: str = "trilinear") -> torch.Tensor:
@@ -167,20 +171,21 @@ def upsample(c: torch.Tensor, mode: str = "trilinear") -> torch.Tensor:
     quarter frame before c[k]."""
     if mode == "nearest":
         return F.interpolate(c, scale_factor=2, mode="nearest")
-    c_next = torch.cat([c[:, :, 1:], c[:, :, -1:]], dim=2)            # (B, C, Tc, Hc, Wc)
-    frames = torch.stack([c, (c + c_next) / 2], dim=3).flatten(2, 3)  # (B, C, 2Tc, Hc, Wc)
-    return F.interpolate(frames, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False)
+    return F.interpolate(halfway(c), scale_factor=(1, 2, 2), mode="trilinear", align_corners=False)
 
 
 def ground(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Make x (B, C, 2Tc, 2Hc, 2Wc) grounded in c (B, C, Tc, Hc, Wc) exactly: add the error
-    c - view(x, 2, 2) back, each value to its 2x2 block on the kept frame 2k and on frame 2k+1
-    (nearest upsampling). Then view(result, 2, 2) == c, with the least change to the frames the
-    view keeps. Frames 2k and 2k+1 get the same correction, so a change within a pair is smaller
-    than one across pairs: a two-frame cadence (README, Measured). Local in time (no
-    look-ahead), so chunked sampling stays exact."""
-    error = c - F.avg_pool3d(x[:, :, ::2], (1, 2, 2))               # (B, C, Tc, Hc, Wc)
-    return x + F.interpolate(error, scale_factor=2, mode="nearest")  # (B, C, 2Tc, 2Hc, 2Wc)
+    e = c - view(x, 2, 2) back, each value to its 2x2 block (nearest in space). A kept frame 2k
+    takes e[k], so view(result, 2, 2) == c with the least change to the kept frames; the frame
+    between, 2k+1, takes the mean of e[k] and e[k+1] (the last holds), so corrections move as
+    smoothly in time as the interpolation does. (Giving 2k+1 the correction of 2k made a
+    two-frame cadence: README, Measured.) Frame 2k+1 looks one conditioning frame ahead, which
+    Gup's `keep` and receptive radius count: x may end on frame 2Tc - 2, a kept frame that only
+    the frame before it needs."""
+    error = c - F.avg_pool3d(x[:, :, ::2], (1, 2, 2))                         # (B, C, Tc, Hc, Wc)
+    correction = F.interpolate(halfway(error), scale_factor=(1, 2, 2), mode="nearest")
+    return x + correction[:, :, :x.shape[2]]                                  # (B, C, 2Tc, 2Hc, 2Wc)
 
 
 class ConditionalBN(nn.Module):
@@ -226,12 +231,12 @@ class GBlock(nn.Module):
         return x if self.up == (1, 1, 1) else F.interpolate(x, scale_factor=self.up, mode="nearest")
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor,
-                frames: tuple[int | None, int | None] = (None, None)) -> torch.Tensor:
-        """frames: how many centre frames to keep after conv1 and after conv2 (None: all), when
-        the caller keeps only a centre of the output (Gup's `keep`)."""
-        h = crop(self.conv1(self._upsample(F.relu(self.bn1(x, cond)))), frames[0])
-        h = crop(self.conv2(F.relu(self.bn2(h, cond))), frames[1])
-        s = crop(self._upsample(x), h.shape[2])
+                drops: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))) -> torch.Tensor:
+        """drops: the frames to drop from the start and the end after conv1 and after conv2, when
+        the caller keeps only part of the output (Gup's `keep`); the skip drops both."""
+        h = trim(self.conv1(self._upsample(F.relu(self.bn1(x, cond)))), drops[0])
+        h = trim(self.conv2(F.relu(self.bn2(h, cond))), drops[1])
+        s = trim(self._upsample(x), (drops[0][0] + drops[1][0], drops[0][1] + drops[1][1]))
         return h + (self.skip(s) if self.skip is not None else s)
 
 
@@ -369,22 +374,28 @@ class Gup(nn.Module):
     @property
     def receptive_radius(self) -> int:
         """R: an output frame depends on conditioning (and noise) frames at most R away from the
-        one it upsamples: the temporal half-widths of the convs added up, rounded up, and at
-        least the interpolation's 1 frame."""
-        return max(math.ceil(sum(r for *_, r in self.temporal_convs())), 1)
+        one it upsamples. Output frame t sits at t/2 in conditioning frames and the convs reach
+        S = the sum of their temporal half-widths, so frame 2k+1 reaches floor(S + 1/2) past k
+        (at least the interpolation's 1 frame). Grounded, frame 2k+1 also takes frame 2k+2's
+        correction, which reaches floor(S) + 1."""
+        S = sum(r for *_, r in self.temporal_convs())
+        return max(math.floor(S + Fraction(1, 2)), 1, math.floor(S) + 1 if self.grounded else 0)
 
-    def frames_needed(self, keep: int | None) -> list[int | None]:
-        """For an output cut to the centre `keep` conditioning frames: how many frames each conv
-        of temporal_convs() must still make, the centre plus what the convs after it reach
-        (at that conv's frame rate). Dropping the rest changes nothing in the kept centre."""
-        convs = self.temporal_convs()
-        if keep is None:
-            return [None] * len(convs)
-        needed, reach = [], sum(r for *_, r in convs)
+    def drops(self, context: int) -> list[tuple[int, int]]:
+        """For conditioning with `context` frames each side of the centre to keep: the frames each
+        conv of temporal_convs() drops from the start and the end of its output. It keeps the
+        centre plus what the convs after it reach (at its frame rate), and grounding's one output
+        frame ahead at the end. Dropping the rest changes nothing that is kept."""
+        convs, ahead = self.temporal_convs(), Fraction(1, 2) if self.grounded else 0
+        held, rate, reach, drops = (context, context), 1, sum(r for *_, r in convs), []
         for _, f, r in convs:
             reach -= r
-            needed.append(keep * f + 2 * math.ceil(reach * f))
-        return needed
+            held = (held[0] * f // rate, held[1] * f // rate)    # time upsampled before this conv
+            wanted = (math.ceil(reach * f), math.ceil((reach + ahead) * f))
+            drop = (max(held[0] - wanted[0], 0), max(held[1] - wanted[1], 0))
+            held, rate = (held[0] - drop[0], held[1] - drop[1]), f
+            drops.append(drop)
+        return drops
 
     def forward(self, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
                 keep: int | None = None) -> torch.Tensor:
@@ -392,15 +403,21 @@ class Gup(nn.Module):
         computing no frame that only the dropped ones need (None: all, 2Tc frames)."""
         B, _, Tc, Hc, Wc = c.shape
         assert z.shape == (B, self.z_dim, Tc, Hc, Wc), f"noise map {tuple(z.shape)} vs c {tuple(c.shape)}"
-        needed = iter(self.frames_needed(keep))
+        context = 0 if keep is None else (Tc - keep) // 2
+        assert keep is None or Tc - keep == 2 * context, f"keep {keep} is not the centre of {Tc} frames"
+        drops = iter(self.drops(context))
         e = self.embed(y)                                               # (B, z_dim)
         z = z * self.noise_gain.view(1, -1, 1, 1, 1)                   # (B, z_dim, Tc, Hc, Wc)
-        h = crop(self.encode(torch.cat([c, z], dim=1)), next(needed))   # (B, C, <=Tc, Hc, Wc)
+        h = trim(self.encode(torch.cat([c, z], dim=1)), next(drops))   # (B, C, <=Tc, Hc, Wc)
         for block in self.blocks:
-            h = block(h, e, (next(needed), next(needed)))
-        residual = crop(self.out(F.relu(self.out_bn(h))), next(needed))  # (B, 3, 2 keep, 2Hc, 2Wc)
-        x = crop(upsample(c, "trilinear"), residual.shape[2]) + residual  # (B, 3, 2 keep, 2Hc, 2Wc)
-        return ground(x, crop(c, residual.shape[2] // 2)) if self.grounded else x
+            h = block(h, e, (next(drops), next(drops)))
+        residual = trim(self.out(F.relu(self.out_bn(h))), next(drops))  # (B, 3, 2 keep + ahead, 2Hc, 2Wc)
+        ahead = residual.shape[2] - 2 * (Tc - 2 * context)             # 1: grounding's frame ahead
+        x = trim(upsample(c, "trilinear"), (2 * context, 2 * context - ahead)) + residual
+        if not self.grounded:
+            return x                                                    # (B, 3, 2 keep, 2Hc, 2Wc)
+        x = ground(x, trim(c, (context, context - ahead)))             # (B, 3, 2 keep + ahead, 2Hc, 2Wc)
+        return trim(x, (0, ahead))                                      # (B, 3, 2 keep, 2Hc, 2Wc)
 
 
 def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, context: int) -> torch.Tensor:

@@ -421,7 +421,7 @@ def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
         overrides["d_ch"] = args.d_ch
     if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup
         overrides["context"] = (args.context if args.context is not None else
-                                Gup(stage_config(args.preset, args.stage)).receptive_radius)
+                                Gup(stage_config(args.preset, args.stage, grounded=args.grounded)).receptive_radius)
         overrides["grounded"] = args.grounded
     return stage_config(args.preset, args.stage, **overrides)
 

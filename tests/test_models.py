@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from data import view
-from models import PRESETS, G1, GBlock, Gup, build_stage, ground, stage_config
+from models import PRESETS, G1, GBlock, Gup, build_stage, ground, stage_config, upsample
 
 
 def tiny(stage: int, **kw):
@@ -152,16 +152,29 @@ def test_compiled_block_matches_eager_with_dynamic_time():
 
 def test_ground_makes_the_view_exact_with_the_least_change():
     """view(ground(x, c), 2, 2) == c; a grounded x is left as it is; each 2x2 block of a kept
-    frame moves by one value (the least change in L2), and frame 2k+1 moves as frame 2k does."""
+    frame moves by one value (the least change in L2), and frame 2k+1 moves by the mean of the
+    moves of frames 2k and 2k+2 (the last frame as the one before it)."""
     g = torch.Generator().manual_seed(0)
     x, c = torch.randn(2, 3, 8, 6, 6, generator=g), torch.randn(2, 3, 4, 3, 3, generator=g)
     y = ground(x, c)
     torch.testing.assert_close(view(y, 2, 2), c)
     torch.testing.assert_close(ground(y, c), y)
     moved = y - x                                                       # (2, 3, 8, 6, 6)
-    torch.testing.assert_close(moved[:, :, 1::2], moved[:, :, ::2])
+    torch.testing.assert_close(moved[:, :, 1:-1:2], (moved[:, :, 0:-2:2] + moved[:, :, 2::2]) / 2)
+    torch.testing.assert_close(moved[:, :, -1], moved[:, :, -2])
     blocks = moved.unflatten(3, (3, 2)).unflatten(5, (3, 2))            # (2, 3, 8, 3, 2, 3, 2)
     torch.testing.assert_close(blocks, blocks[:, :, :, :, :1, :, :1].expand_as(blocks))
+
+
+def test_grounding_a_still_video_in_a_ramp_makes_no_cadence():
+    """A still x grounded in a brightening c: the grounded video brightens by the same step from
+    every frame to the next (within a frame pair and across), as the interpolation does. Giving
+    frame 2k+1 frame 2k's correction made steps of 0 and 2 (a two-frame cadence)."""
+    c = torch.linspace(-0.5, 0.5, 6).view(1, 1, 6, 1, 1).expand(1, 3, 6, 4, 4)  # (1, 3, 6, 4, 4)
+    y = ground(torch.zeros(1, 3, 12, 8, 8), c)                                   # (1, 3, 12, 8, 8)
+    steps = y[:, :, 1:-1] - y[:, :, :-2]                                          # frames 0..10 -> 1..10
+    torch.testing.assert_close(steps, torch.full_like(steps, 0.1))
+    torch.testing.assert_close(y, upsample(c))
 
 
 def test_grounded_gup_output_is_grounded_in_its_conditioning():

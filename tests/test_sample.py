@@ -64,7 +64,8 @@ def test_chunked_equals_whole_video(gup, Tc, chunk, extra):
 
 @torch.no_grad()
 def test_grounded_chunks_equal_the_whole_video():
-    """models.ground is per frame pair and per block: chunking stays exact with grounded=True."""
+    """models.ground looks one conditioning frame ahead, and Gup's R counts it: with
+    grounded=True chunking stays exact at overlap R, and is not at R - 1 (R is tight)."""
     torch.manual_seed(0)
     G = as_if_trained(Gup(stage_config("tiny", 3, num_classes=3, grounded=True)).eval())
     c, z, y = video_inputs(G, 13)
@@ -72,6 +73,7 @@ def test_grounded_chunks_equal_the_whole_video():
     whole = upscale_chunked(G, c, z, y, chunk=13, overlap=R, device=CPU)
     torch.testing.assert_close(upscale_chunked(G, c, z, y, chunk=3, overlap=R, device=CPU), whole,
                                rtol=1e-5, atol=1e-5)
+    assert (upscale_chunked(G, c, z, y, chunk=3, overlap=R - 1, device=CPU) - whole).abs().max() > 1e-4
     torch.testing.assert_close(view(whole, 2, 2), c)
 
 
