@@ -271,10 +271,10 @@ def real_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: in
 
 
 def score(videos: Iterator[torch.Tensor], model: fvd.I3D, n: int, frames: int,
-          real: tuple[np.ndarray, np.ndarray]) -> tuple[float, float, float]:
+          real: tuple[np.ndarray, np.ndarray]) -> tuple[float, float, float, float]:
     """(FVD of the videos (batches (b, 3, T, H, W) in [-1, 1]) against real (mean, covariance),
     frame 0's change to frame 1 and its sharpness, each over the video's mean: 1.0 = no
-    start-up transient)."""
+    start-up transient, and pair_cadence: 1.0 = none)."""
     change, sharpness = [], []
 
     def scored(x):  # -> uint8 for I3D, with frame statistics on the way
@@ -284,14 +284,14 @@ def score(videos: Iterator[torch.Tensor], model: fvd.I3D, n: int, frames: int,
     feats = fvd.video_features((scored(x) for x in videos), model, n, progress=True)
     change, sharpness = torch.stack(change).mean(0), torch.stack(sharpness).mean(0)
     return (fvd.frechet_distance(*real, *fvd.feature_stats(feats)),
-            (change[0] / change.mean()).item(), (sharpness[0] / sharpness.mean()).item())
+            (change[0] / change.mean()).item(), (sharpness[0] / sharpness.mean()).item(), pair_cadence(change))
 
 
 def ladder(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, frames: int,
            batch: int, device: torch.device, cache_dir: str,
-           model: fvd.I3D) -> list[tuple[str, float, float, float]]:
+           model: fvd.I3D) -> list[tuple[str, float, float, float, float]]:
     """[(rung, FVD against n real videos at the chain's last stage, frame-0 change ratio,
-    frame-0 sharpness ratio)] for every rung of ladder_rungs, in order."""
+    frame-0 sharpness ratio, pair cadence)] for every rung of ladder_rungs, in order."""
     cfg = chain[-1][0]
     print(f"FVD ladder at stage {cfg.stage} of {cfg.preset} ({cfg.video_frames}@{cfg.out_size}), "
           f"{n} vs {n} videos, first {frames} frames", file=sys.stderr)
@@ -314,19 +314,19 @@ def stage_fvd(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device:
     return score(videos, model, n, frames, real)[0]
 
 
-def ladder_table(scores: list[tuple[str, float, float, float]], cfg: StageConfig) -> str:
+def ladder_table(scores: list[tuple[str, float, float, float, float]], cfg: StageConfig) -> str:
     """The ladder as a Markdown table. Each rung made from real views of some size is also given
     as a ratio to trilinear upsampling of the same views, its floor; the chain from noise to
     trilinear of the lowest views (the stage-1 size) as the issue's aim."""
     floors = {name.split(" of real ")[1]: v for name, v, *_ in scores if name.startswith("trilinear x")}
     lowest = list(floors.values())[-1] if floors else None
     lines = [f"| stage {cfg.stage} of {cfg.preset} | FVD | / its trilinear floor | frame 0 change | "
-             f"frame 0 sharpness |", "|---|---|---|---|---|"]
-    for name, v, change0, sharp0 in scores:
+             f"frame 0 sharpness | change within / across frame pairs |", "|---|---|---|---|---|---|"]
+    for name, v, change0, sharp0, pairs in scores:
         views = name.split(" real ")[-1] if " real " in name else None
         floor = floors.get(views, lowest if name.startswith("full chain") else None)
         ratio = f"{v / floor:.2f}" if floor and not name.startswith(("trilinear", "real vs real")) else ""
-        lines.append(f"| {name} | {v:.1f} | {ratio} | {change0:.2f} | {sharp0:.2f} |")
+        lines.append(f"| {name} | {v:.1f} | {ratio} | {change0:.2f} | {sharp0:.2f} | {pairs:.2f} |")
     return "\n".join(lines)
 
 
@@ -339,6 +339,13 @@ def frame_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dx = (g[..., :, 1:] - g[..., :, :-1]).abs().mean(dim=(0, 1, 3, 4))
     dy = (g[..., 1:, :] - g[..., :-1, :]).abs().mean(dim=(0, 1, 3, 4))
     return change, (dx + dy) / 2
+
+
+def pair_cadence(change: torch.Tensor) -> float:
+    """An upscaler's judder: the mean change from frame 2k to 2k+1 (within a pair that shares a
+    conditioning frame) over the mean change from 2k+1 to 2k+2 (across pairs), from
+    frame_stats' change (T-1,). 1.0 on real videos."""
+    return (change[0::2].mean() / change[1::2].mean()).item()
 
 
 def check_request(args: argparse.Namespace, chain: list[tuple[StageConfig, torch.nn.Module]]) -> None:

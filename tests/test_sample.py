@@ -9,7 +9,7 @@ import sample
 import train
 from data import StageExamples, SyntheticVideos, to_float, view
 from models import Gup, stage_config, upsample, upscale_chunk
-from sample import frame_stats, seam_error, seam_frames, upscale_chunked, with_context
+from sample import frame_stats, pair_cadence, seam_error, seam_frames, upscale_chunked, with_context
 
 CPU = torch.device("cpu")
 
@@ -259,6 +259,12 @@ def test_frame_stats_by_hand():
     torch.testing.assert_close(sharpness, torch.tensor([4.0, 4.0, 4.0]))
 
 
+def test_pair_cadence_by_hand():
+    """Changes 10, 30, 10, 30, 10 between frames: within pairs (0->1, 2->3, 4->5) 10, across 30."""
+    assert pair_cadence(torch.tensor([10.0, 30, 10, 30, 10])) == pytest.approx(1 / 3)
+    assert pair_cadence(torch.tensor([5.0, 5, 5])) == pytest.approx(1.0)
+
+
 def test_ladder_prints_every_rung(checkpoints, tmp_path, capsys):
     """The ladder on tiny checkpoints: every rung, a number each; a chain that starts at stage 3
     has its own rungs; real statistics are cached."""
@@ -271,8 +277,8 @@ def test_ladder_prints_every_rung(checkpoints, tmp_path, capsys):
                      "nearest x4 of real 8@8 views", "trilinear x4 of real 8@8 views",
                      "stages 2-3 on real 8@8 views", "full chain from noise"]
     table = capsys.readouterr().out
-    for name, value, change0, sharp0 in scores:
-        assert np.isfinite([value, change0, sharp0]).all() and value > 0 and name in table
+    for name, value, change0, sharp0, pairs in scores:
+        assert np.isfinite([value, change0, sharp0, pairs]).all() and value > 0 and name in table
     assert len(list(tmp_path.glob("*.npz"))) == 1
     only3 = sample.main(["--ckpt", checkpoints[2], *argv])
     assert [name for name, *_ in only3] == names[:-2]
@@ -284,10 +290,10 @@ def test_ladder_prints_every_rung(checkpoints, tmp_path, capsys):
 def test_ladder_table_sets_each_rung_against_its_own_floor():
     """A rung made from real views of one size is divided by trilinear of those views; the
     chain from noise by trilinear of the lowest views; floors themselves get no ratio."""
-    scores = [("real vs real (another draw)", 100.0, 1, 1),
-              ("trilinear x2 of real 16@16 views", 400.0, 1, 1), ("stage 3 on real 16@16 views", 300.0, 1, 1),
-              ("trilinear x4 of real 8@8 views", 1000.0, 1, 1), ("stages 2-3 on real 8@8 views", 1500.0, 1, 1),
-              ("full chain from noise", 500.0, 1, 1)]
+    scores = [("real vs real (another draw)", 100.0, 1, 1, 1),
+              ("trilinear x2 of real 16@16 views", 400.0, 1, 1, 1), ("stage 3 on real 16@16 views", 300.0, 1, 1, 1),
+              ("trilinear x4 of real 8@8 views", 1000.0, 1, 1, 1), ("stages 2-3 on real 8@8 views", 1500.0, 1, 1, 1),
+              ("full chain from noise", 500.0, 1, 1, 1)]
     ratios = [line.split("|")[3].strip() for line in
               sample.ladder_table(scores, stage_config("tiny", 3)).splitlines()[2:]]
     assert ratios == ["", "", "0.75", "", "1.50", "0.50"]
