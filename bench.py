@@ -37,6 +37,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     cost = sub.add_parser("cost", help="activation bytes and FLOPs per training step (meta device)")
     cost.add_argument("--frames", type=int, nargs="+", default=[100, 400], help="source clip lengths")
     cost.add_argument("--batch", type=int, default=8, help="videos per step")
+    cost.add_argument("--grounded", action="store_true",
+                      help="upscalers grounded (train.py's default); without it, the paper's form")
     step = sub.add_parser("step", help="seconds per training step, from a real short run of train.py")
     step.add_argument("--preset", default="tiny")
     step.add_argument("--stage", type=int, default=1)
@@ -69,16 +71,16 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -----------------------------------------------------------------------------
 # cost: saved-for-backward bytes and FLOPs on the meta device
 
-def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
+def step_cost(preset: str, stage: int, clip_frames: int, batch: int, grounded: bool = False) -> dict:
     """One training iteration of (preset, stage) on clips of clip_frames frames: the bytes of
     distinct activation storages autograd saves for backward in a D step and in a G step
     (parameters excluded), and the FLOPs of d_steps D steps + one G step, forward + backward.
     Upscaling stages train with their default context, R conditioning frames each side, in the
-    paper's form (not grounded: grounding adds about 2% to both)."""
+    paper's form or `grounded` (models.ground)."""
     d_steps = 2
-    cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames)
+    cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames, grounded=grounded)
     if stage > 1:
-        cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames,
+        cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames, grounded=grounded,
                            context=Gup(cfg).receptive_radius)
     nets = [m.to("meta") if m is not None else None for m in build_stage(cfg)]
     G, D_s, D_t, D_m = nets
@@ -132,13 +134,14 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int) -> dict:
 
 
 def cost(args: argparse.Namespace) -> None:
-    print(f"batch {args.batch}; saved = activation bytes autograd keeps for backward in one D / G step")
+    print(f"batch {args.batch}, upscalers {'grounded' if args.grounded else 'as in the paper'}; "
+          f"saved = activation bytes autograd keeps for backward in one D / G step")
     print(f"{'preset':8} {'stage':>5} {'clip T':>6} {'makes':>8} {'saved D GB':>11} {'saved G GB':>11} "
           f"{'TFLOP/iter':>11}")
     rows = [("ssw-128", s) for s in (1, 2, 3)] + [("dvd-128", 1)]
     for preset, stage in rows:
         for frames in args.frames:
-            r = step_cost(preset, stage, frames, args.batch)
+            r = step_cost(preset, stage, frames, args.batch, args.grounded)
             print(f"{preset:8} {stage:>5} {frames:>6} {r['out']:>8} {r['saved_D_GB']:>11.3f} "
                   f"{r['saved_G_GB']:>11.3f} {r['TFLOP_per_iter']:>11.2f}")
 

@@ -147,7 +147,7 @@ def conv(dims: int, c_in: int, c_out: int, k: int) -> nn.Module:
     return sn(Conv(c_in, c_out, k, padding=k // 2))
 
 
-def trim(h: torch.Tensor, drop: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def trim(h: torch.Tensor, drop: tuple[int, int]) -> torch.Tensor:
     """h (B, C, T, H, W) without its first drop[0] and its last drop[1] frames."""
     return h[:, :, drop[0]:h.shape[2] - drop[1]]
 

@@ -22,6 +22,14 @@ def test_whole_video_stage_cost_grows_with_length():
     assert 3.0 < long["TFLOP_per_iter"] / short["TFLOP_per_iter"] <= 4.0
 
 
+def test_grounding_costs_one_output_frame_at_the_chunk_end():
+    """models.ground's look-ahead is one output frame, kept at the end of a chunk only: a little
+    more than the paper's form, far less than a frame pair at both ends (~15% at tiny)."""
+    plain, grounded = step_cost("tiny", 3, 32, batch=2), step_cost("tiny", 3, 32, batch=2, grounded=True)
+    assert 1.0 < grounded["TFLOP_per_iter"] / plain["TFLOP_per_iter"] < 1.05
+    assert 1.0 < grounded["saved_G_GB"] / plain["saved_G_GB"] < 1.08
+
+
 def test_step_cost_names_the_dominant_conv():
     """The layer bench.py step times alone: a conv of the step, at its input shape."""
     r = step_cost("tiny", 3, 32, batch=2)
