@@ -119,7 +119,7 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int, grounded: b
             loss_D.backward()
             flops_D = flops.get_total_flops()
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss_G = train.g_loss(G, D_s, D_t, D_m, cfg, data, 1.0)
+                loss_G, _ = train.g_loss(G, D_s, D_t, D_m, cfg, data, 1.0)
             bytes_G = sum(saved.values())
             loss_G.backward()
             flops_G = flops.get_total_flops() - flops_D

@@ -93,6 +93,9 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "recorded in the checkpoint")
     p.add_argument("--lambda-m", type=float, default=1.0,
                    help="weight of the matching discriminator D_m (stages >= 2); 0 removes D_m")
+    p.add_argument("--lambda-rec", type=float, default=0.0,
+                   help="stages >= 2: weight of the L1 distance between G's window and the real one in "
+                        "the G step (pix2pix's reconstruction term); 0: the paper's adversarial G alone")
     p.add_argument("--mismatch-negatives", action="store_true",
                    help="D_m also sees real windows paired with another video's view, as fakes")
     p.add_argument("--seed", type=int, default=0, help="seeds init, noise and data order")
@@ -250,7 +253,8 @@ def power_iterations_paused(nets: list, paused: bool):
 def accumulate(loss_of, micro: list[dict], wrapped: list, nets: list) -> tuple[torch.Tensor, dict]:
     """Backward of the mean of loss_of(batch) over the micro-batches: the gradient of the batch
     of them all. DDP modules in `wrapped` all-reduce once, on the last micro-batch. loss_of
-    returns (loss, {name: (real, fake) logit means}); returns the means over micro-batches."""
+    returns (loss, {name: (real, fake) logit means, or (value,)}); returns the means over
+    micro-batches."""
     n, loss_sum, logits = len(micro), 0.0, {}
     for m, batch in enumerate(micro):
         with contextlib.ExitStack() as stack:
@@ -261,9 +265,8 @@ def accumulate(loss_of, micro: list[dict], wrapped: list, nets: list) -> tuple[t
             loss, lg = loss_of(batch)
             (loss / n).backward()
         loss_sum = loss_sum + loss.detach() / n
-        for k, (real, fake) in lg.items():
-            r0, f0 = logits.get(k, (0.0, 0.0))
-            logits[k] = (r0 + real / n, f0 + fake / n)
+        for k, values in lg.items():
+            logits[k] = tuple(a + v / n for a, v in zip(logits.get(k, (0.0,) * len(values)), values))
     return loss_sum, logits
 
 
@@ -315,14 +318,20 @@ def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mis
     return loss, {k: (v[:B].mean().detach(), v[B:].mean().detach()) for k, v in logits.items()}
 
 
-def g_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float):
-    """Minus the mean scores of the same discriminators on a fresh fake batch (float32)."""
+def g_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, lambda_rec: float = 0.0):
+    """Minus the mean scores of the same discriminators on a fresh fake batch (float32); for the
+    upscalers plus lambda_rec times rec, the mean |x_fake - x_real| over the window (pix2pix's L1
+    term; it needs the real window, which the batch brings). Returns (loss, {"rec": (rec,)})."""
     c, y, frames = batch.get("c"), batch["y"], batch.get("frames")
     x_fake = generate(G, cfg, batch)
     loss = g_hinge(D_s(x_fake, y, None if frames is None else frames[1]).float()) + g_hinge(D_t(x_fake, y).float())
     if D_m is not None:
         loss = loss + lambda_m * g_hinge(D_m(x_fake, c, y).float())
-    return loss
+    if cfg.stage == 1:
+        return loss, {}
+    fake = x_fake if lambda_rec else x_fake.detach()  # at 0, rec is only logged
+    rec = (fake.float() - batch["x"].float()).abs().mean()
+    return loss + lambda_rec * rec, {"rec": (rec.detach(),)}
 
 
 @torch.no_grad()
@@ -495,9 +504,13 @@ class Status:
         self.aside += seconds
 
     def add(self, loss_D: torch.Tensor, loss_G: torch.Tensor, logits: dict) -> None:
+        """logits: {D name: (real, fake) means}, and {stat name: (value,)} (the upscalers' rec)."""
         stats = {"loss_D": loss_D, "loss_G": loss_G}
-        for k, (real, fake) in logits.items():
-            stats[f"D_{k}_real"], stats[f"D_{k}_fake"] = real, fake
+        for k, values in logits.items():
+            if len(values) == 2:
+                stats[f"D_{k}_real"], stats[f"D_{k}_fake"] = values
+            else:
+                stats[k], = values
         for k, v in stats.items():
             self.sums[k] = self.sums.get(k, 0.0) + v.detach().float()
         self.n += 1
@@ -535,6 +548,7 @@ class Status:
         ds = [k[2:-5] for k in rec if k.startswith("D_") and k.endswith("_real")]  # s, t, m
         print(f"step {step} | batch {self.batch} | D {rec['loss_D']:.3f} G {rec['loss_G']:.3f} | logits real/fake "
               + " ".join(f"{k} {rec[f'D_{k}_real']:+.2f}/{rec[f'D_{k}_fake']:+.2f}" for k in ds)
+              + (f" | rec {rec['rec']:.4f}" if "rec" in rec else "")
               + f" | {s_it:.3f} s/it {1 / s_it:.2f} it/s | data {rec['data_s_per_it']:.3f} s/it"
               + f" | {'GPU ' if self.device.type == 'cuda' else ''}mem {rec['mem_gb']:.2f} GB | skipped {rec['skipped_videos']}", flush=True)
         self.append(rec)
@@ -747,7 +761,7 @@ def train(args: argparse.Namespace) -> dict:
 
         def g_of(batch: dict):  # on the last D batch's labels (and real views)
             with autocast:
-                return g_step_fn(G_dp, D_s, D_t, D_m, cfg, batch, args.lambda_m), {}
+                return g_step_fn(G_dp, D_s, D_t, D_m, cfg, batch, args.lambda_m, args.lambda_rec)
 
         loader = torch.utils.data.DataLoader(
             WithIds(examples), batch_size=args.batch_size, num_workers=args.workers,
@@ -788,13 +802,13 @@ def train(args: argparse.Namespace) -> dict:
                 D.requires_grad_(False)
             micro = [{**b, **step_noise(cfg, b["id"], b, args.seed, G_NOISE, device)} for b in micro]
             opt_G.zero_grad(set_to_none=True)
-            loss_G, _ = accumulate(g_of, micro, wrapped_G, [G, *Ds])
+            loss_G, rec = accumulate(g_of, micro, wrapped_G, [G, *Ds])
             opt_G.step()
             for D in Ds:
                 D.requires_grad_(True)
             ema_update(G_ema, G, args.ema, step)
             step += 1
-            status.add(loss_D, loss_G, logits)
+            status.add(loss_D, loss_G, {**logits, **rec})
 
             # --- bookkeeping: rank 0 only; none of it touches the training RNG
             if not main:

@@ -41,7 +41,7 @@ def test_smoke_writes_outputs(tmp_path, stage):
     status = [r for r in records if "loss_D" in r]
     assert [r["step"] for r in status] == [1, 2]
     assert all(k in status[0] for k in ("loss_G", "D_s_real", "D_t_fake", "s_per_it", "mem_gb"))
-    assert ("D_m_real" in status[0]) == (stage > 1)
+    assert ("D_m_real" in status[0]) == (stage > 1) == ("rec" in status[0])
     assert os.listdir(out / "samples") == ["step0000001.gif"]
     if stage > 1:
         assert any("grounding_error" in r for r in records)
@@ -367,6 +367,35 @@ def test_mismatch_negatives_add_exactly_their_hinge_term():
     extra = d_hinge_negative(D_m(batch["x"], batch["c"].roll(1, 0), batch["y"]))
     torch.testing.assert_close(losses[1] - losses[0], 0.5 * extra)
     assert extra > 0
+
+
+def test_lambda_rec_adds_the_window_l1_and_its_gradient_only():
+    """--lambda-rec: the G loss gains lambda_rec * mean |G's window - the real window|, and G's
+    gradient gains exactly that term's; at 0 the term is logged but pulls on nothing."""
+    cfg = stage_config("tiny", 3, num_classes=5, grounded=True)
+    nets = build_stage(cfg)
+    for net in nets:
+        net.eval()  # no batch statistics and no power iteration: every call is the same function
+    G = nets[0]
+    with torch.no_grad():  # a trained-looking residual, so that rec depends on G's weights
+        G.out.weight.normal_(0, 0.05)
+    batch = fixed_batch(cfg)
+    batch["z"] = torch.randn(4, cfg.z_dim, *batch["c_context"].shape[2:])
+    batch["frames"] = torch.stack([torch.arange(4).repeat(4, 1)] * 2)  # (2, B, k)
+    losses, grads, recs = [], [], []
+    for lam in (0.0, 2.0):
+        G.zero_grad()
+        loss, stats = train_module.g_loss(*nets, cfg, batch, 1.0, lam)
+        loss.backward()
+        losses.append(loss.detach()), grads.append(G.out.weight.grad.clone()), recs.append(stats["rec"][0])
+    G.zero_grad()
+    rec = (train_module.generate(G, cfg, batch) - batch["x"]).abs().mean()
+    rec.backward()
+    torch.testing.assert_close(recs[0], rec.detach())
+    torch.testing.assert_close(recs[1], rec.detach())
+    torch.testing.assert_close(losses[1] - losses[0], 2.0 * rec.detach())
+    torch.testing.assert_close(grads[1] - grads[0], 2.0 * G.out.weight.grad, atol=1e-6, rtol=1e-4)
+    assert G.out.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("flags", [["--dtype", "bfloat16"], ["--mismatch-negatives"]])
