@@ -38,7 +38,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     cost.add_argument("--frames", type=int, nargs="+", default=[100, 400], help="source clip lengths")
     cost.add_argument("--batch", type=int, default=8, help="videos per step")
     cost.add_argument("--grounded", action="store_true",
-                      help="upscalers grounded (train.py's default); without it, the paper's form")
+                      help="upscalers as train.py trains them by default (grounded, with the L1 term "
+                           "--lambda-rec); without it, the paper's form")
     step = sub.add_parser("step", help="seconds per training step, from a real short run of train.py")
     step.add_argument("--preset", default="tiny")
     step.add_argument("--stage", type=int, default=1)
@@ -76,8 +77,9 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int, grounded: b
     distinct activation storages autograd saves for backward in a D step and in a G step
     (parameters excluded), and the FLOPs of d_steps D steps + one G step, forward + backward.
     Upscaling stages train with their default context, R conditioning frames each side, in the
-    paper's form or `grounded` (models.ground)."""
-    d_steps = 2
+    paper's form, or as train.py trains them by default: `grounded` (models.ground), with its
+    L1 term (--lambda-rec)."""
+    d_steps, lambda_rec = 2, train.get_args([]).lambda_rec if grounded else 0.0
     cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames, grounded=grounded)
     if stage > 1:
         cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames, grounded=grounded,
@@ -119,7 +121,7 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int, grounded: b
             loss_D.backward()
             flops_D = flops.get_total_flops()
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss_G, _ = train.g_loss(G, D_s, D_t, D_m, cfg, data, 1.0)
+                loss_G, _ = train.g_loss(G, D_s, D_t, D_m, cfg, data, 1.0, lambda_rec)
             bytes_G = sum(saved.values())
             loss_G.backward()
             flops_G = flops.get_total_flops() - flops_D
@@ -134,7 +136,7 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int, grounded: b
 
 
 def cost(args: argparse.Namespace) -> None:
-    print(f"batch {args.batch}, upscalers {'grounded' if args.grounded else 'as in the paper'}; "
+    print(f"batch {args.batch}, upscalers {'grounded, with the L1 term' if args.grounded else 'as in the paper'}; "
           f"saved = activation bytes autograd keeps for backward in one D / G step")
     print(f"{'preset':8} {'stage':>5} {'clip T':>6} {'makes':>8} {'saved D GB':>11} {'saved G GB':>11} "
           f"{'TFLOP/iter':>11}")

@@ -52,7 +52,7 @@ FVD_FRAMES = 16        # frames scored per video, as train.py's --fvd-every scor
 EVAL_BATCH = 16        # sample.stage_fvd's batch: the same noise draws, so the same numbers
 MARGIN = 0.10          # a verdict needs a 10% difference; less is inconclusive at this scale
 EXACT_TOL = 1e-4       # max |chunked - whole| that counts as exact (float32 tolerance)
-PAPER = ["--no-grounded"]  # the upscalers as the paper has them: grounded by D_m alone
+PAPER = ["--no-grounded", "--lambda-rec", "0"]  # the upscalers as the paper has them: grounded by D_m, adversarial alone
 RUNS = {  # run name -> train.py flags
     "ssw-stage1": ["--preset", "tiny", "--stage", "1"],
     "ssw-stage2": ["--preset", "tiny", "--stage", "2", *PAPER],

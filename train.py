@@ -93,9 +93,10 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "recorded in the checkpoint")
     p.add_argument("--lambda-m", type=float, default=1.0,
                    help="weight of the matching discriminator D_m (stages >= 2); 0 removes D_m")
-    p.add_argument("--lambda-rec", type=float, default=0.0,
+    p.add_argument("--lambda-rec", type=float, default=100.0,
                    help="stages >= 2: weight of the L1 distance between G's window and the real one in "
-                        "the G step (pix2pix's reconstruction term); 0: the paper's adversarial G alone")
+                        "the G step (pix2pix's reconstruction term, at pix2pix's weight); 0: the "
+                        "paper's adversarial G alone")
     p.add_argument("--mismatch-negatives", action="store_true",
                    help="D_m also sees real windows paired with another video's view, as fakes")
     p.add_argument("--seed", type=int, default=0, help="seeds init, noise and data order")
@@ -318,7 +319,7 @@ def d_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, mis
     return loss, {k: (v[:B].mean().detach(), v[B:].mean().detach()) for k, v in logits.items()}
 
 
-def g_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, lambda_rec: float = 0.0):
+def g_loss(G, D_s, D_t, D_m, cfg: StageConfig, batch: dict, lambda_m: float, lambda_rec: float):
     """Minus the mean scores of the same discriminators on a fresh fake batch (float32); for the
     upscalers plus lambda_rec times rec, the mean |x_fake - x_real| over the window (pix2pix's L1
     term; it needs the real window, which the batch brings). Returns (loss, {"rec": (rec,)})."""
