@@ -372,6 +372,7 @@ def test_mismatch_negatives_add_exactly_their_hinge_term():
 def test_lambda_rec_adds_the_window_l1_and_its_gradient_only():
     """--lambda-rec: the G loss gains lambda_rec * mean |G's window - the real window|, and G's
     gradient gains exactly that term's; at 0 the term is logged but pulls on nothing."""
+    torch.manual_seed(0)  # the same weights and noise whatever ran before
     cfg = stage_config("tiny", 3, num_classes=5, grounded=True)
     nets = build_stage(cfg)
     for net in nets:
@@ -394,8 +395,10 @@ def test_lambda_rec_adds_the_window_l1_and_its_gradient_only():
     torch.testing.assert_close(recs[0], rec.detach())
     torch.testing.assert_close(recs[1], rec.detach())
     torch.testing.assert_close(losses[1] - losses[0], 2.0 * rec.detach())
-    torch.testing.assert_close(grads[1] - grads[0], 2.0 * G.out.weight.grad, atol=1e-6, rtol=1e-4)
-    assert G.out.weight.grad.abs().sum() > 0
+    # The adversarial part is in both gradients and cancels up to float error of its own size.
+    tol = 1e-5 * grads[0].abs().max().item()
+    torch.testing.assert_close(grads[1] - grads[0], 2.0 * G.out.weight.grad, atol=tol, rtol=0)
+    assert 2.0 * G.out.weight.grad.abs().max() > 100 * tol  # the term is far above that error
 
 
 @pytest.mark.parametrize("flags", [["--dtype", "bfloat16"], ["--mismatch-negatives"]])
