@@ -25,10 +25,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import fvd
+import losses
 import sample
-import train  # the real step functions, not copies
+import train  # the real fake batch and losses, not copies
 from data import StageExamples, SyntheticVideos
 from models import G1, PRESETS, Gup, build_stage, stage_config
+from runfolder import read_log
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,12 +118,14 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int, grounded: b
             data["c_context"] = torch.randn(batch, 3, n + 2 * k, cfg.cond_size, cfg.cond_size)
         with FlopCounterMode(display=False) as flops:
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss_D, _ = train.d_loss(G, D_s, D_t, D_m, cfg, data, 1.0, False)
+                with torch.no_grad():
+                    x_fake = train.fake_batch(G, cfg, data)
+                loss_D, _ = losses.d_loss(D_s, D_t, D_m, data, x_fake, 1.0, False)
             bytes_D, saved, weight[0] = sum(saved.values()), {}, 1
             loss_D.backward()
             flops_D = flops.get_total_flops()
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss_G, _ = train.g_loss(G, D_s, D_t, D_m, cfg, data, 1.0, lambda_rec)
+                loss_G, _ = losses.g_loss(D_s, D_t, D_m, data, train.fake_batch(G, cfg, data), 1.0, lambda_rec)
             bytes_G = sum(saved.values())
             loss_G.backward()
             flops_G = flops.get_total_flops() - flops_D
@@ -206,7 +210,7 @@ def step_time(args: argparse.Namespace) -> None:
         t0 = time.time()
         train.train(train.get_args(argv + (["--compile"] if args.compile else [])))
         total = time.time() - t0
-        steps = [r for r in train.read_log(os.path.join(out, "log.jsonl")) if "s_per_it" in r]
+        steps = [r for r in read_log(os.path.join(out, "log.jsonl")) if "s_per_it" in r]
     first, rest = steps[0]["s_per_it"], sorted(r["s_per_it"] for r in steps[1:])
     per_step = rest[len(rest) // 2]  # the median: a late recompile or a slow batch does not move it
     data = sorted(r["data_s_per_it"] for r in steps[1:])[len(rest) // 2]

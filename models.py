@@ -12,7 +12,6 @@ Every conv and linear carries spectral norm (torch.nn.utils.parametrizations.spe
 over an orthogonal init, as in BigGAN / DVD-GAN.
 """
 import math
-import os
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -30,7 +29,6 @@ class StageConfig:
     """Everything needed to rebuild one stage's networks; saved inside its checkpoint."""
     preset: str
     stage: int                    # 1-based, like --stage
-    num_stages: int               # stages in the preset (the last one makes full resolution)
     clip_frames: int              # the preset's full-resolution clips: T ...
     clip_size: int                # ... and H = W
     view_s: int                   # this stage's training data is view(clip, view_s, view_t)
@@ -70,6 +68,11 @@ class StageConfig:
         return 0 if self.stage == 1 else self.out_size // 2
 
     @property
+    def classes(self) -> int:
+        """Classes the networks' embeddings tell apart: num_classes, or the one implicit class."""
+        return max(self.num_classes, 1)
+
+    @property
     def video_frames(self) -> int:
         """Frames of the whole video at this stage's resolution (what sampling makes)."""
         return math.ceil(self.clip_frames / self.view_t)
@@ -83,33 +86,33 @@ class StageConfig:
 # and D_t those of tiny's stage 3).
 PRESETS: dict[str, list[StageConfig]] = {
     "ssw-128": [
-        StageConfig("ssw-128", 1, 3, 100, 128, view_s=4, view_t=4, window=None, ch=32,
+        StageConfig("ssw-128", 1, 100, 128, view_s=4, view_t=4, window=None, ch=32,
                     g_mults=(8, 8, 4, 2), d_mults=(2, 4, 8, 8), z_dim=120),
-        StageConfig("ssw-128", 2, 3, 100, 128, view_s=2, view_t=2, window=16, ch=32,
+        StageConfig("ssw-128", 2, 100, 128, view_s=2, view_t=2, window=16, ch=32,
                     g_mults=(4, 4, 2), d_mults=(1, 2, 4, 8, 8), z_dim=8),
-        StageConfig("ssw-128", 3, 3, 100, 128, view_s=1, view_t=1, window=16, ch=16,
+        StageConfig("ssw-128", 3, 100, 128, view_s=1, view_t=1, window=16, ch=16,
                     g_mults=(4, 4, 2), d_mults=(1, 2, 4, 8, 8, 8), z_dim=8),
     ],
     "ssw-64": [
-        StageConfig("ssw-64", 1, 2, 48, 64, view_s=2, view_t=2, window=None, ch=32,
+        StageConfig("ssw-64", 1, 48, 64, view_s=2, view_t=2, window=None, ch=32,
                     g_mults=(8, 8, 4, 2), d_mults=(2, 4, 8, 8), z_dim=120),
-        StageConfig("ssw-64", 2, 2, 48, 64, view_s=1, view_t=1, window=16, ch=32,
+        StageConfig("ssw-64", 2, 48, 64, view_s=1, view_t=1, window=16, ch=32,
                     g_mults=(4, 4, 2), d_mults=(1, 2, 4, 8, 8), z_dim=8),
     ],
     "tiny": [
-        StageConfig("tiny", 1, 3, 32, 32, view_s=4, view_t=4, window=None, ch=8,
+        StageConfig("tiny", 1, 32, 32, view_s=4, view_t=4, window=None, ch=8,
                     g_mults=(4, 2), d_mults=(2, 4), z_dim=16, d_frames=4),
-        StageConfig("tiny", 2, 3, 32, 32, view_s=2, view_t=2, window=8, ch=8,
+        StageConfig("tiny", 2, 32, 32, view_s=2, view_t=2, window=8, ch=8,
                     g_mults=(2, 2, 1), d_mults=(1, 2, 4), z_dim=4, d_frames=4),
-        StageConfig("tiny", 3, 3, 32, 32, view_s=1, view_t=1, window=8, ch=4,
+        StageConfig("tiny", 3, 32, 32, view_s=1, view_t=1, window=8, ch=4,
                     g_mults=(2, 2, 1), d_mults=(1, 2, 4, 4), z_dim=4, d_frames=4),
     ],
     "dvd-128": [
-        StageConfig("dvd-128", 1, 1, 100, 128, view_s=1, view_t=1, window=None, ch=16,
+        StageConfig("dvd-128", 1, 100, 128, view_s=1, view_t=1, window=None, ch=16,
                     g_mults=(8, 8, 8, 4, 2, 1), d_mults=(1, 2, 4, 8, 8, 8), z_dim=120),
     ],
     "dvd-tiny": [
-        StageConfig("dvd-tiny", 1, 1, 32, 32, view_s=1, view_t=1, window=None, ch=4,
+        StageConfig("dvd-tiny", 1, 32, 32, view_s=1, view_t=1, window=None, ch=4,
                     g_mults=(8, 4, 2, 1), d_mults=(1, 2, 4, 4), z_dim=24, d_frames=4),
     ],
 }
@@ -291,7 +294,7 @@ class G1(nn.Module):
             f"G1 needs out_size = 4 * 2^k and k+1 g_mults, got {cfg.out_size}, {cfg.g_mults}"
         chs = [cfg.ch * m for m in cfg.g_mults]
         self.z_dim, self.base_ch, self.n_blocks = cfg.z_dim, chs[0], n_blocks
-        self.embed = nn.Embedding(max(cfg.num_classes, 1), cfg.z_dim)
+        self.embed = nn.Embedding(cfg.classes, cfg.z_dim)
         self.gru = nn.GRU(cfg.z_dim, cfg.z_dim, batch_first=True)
         self.linear = sn(nn.Linear(cfg.z_dim, chs[0] * 4 * 4))
         assert cfg.z_dim % n_blocks == 0, f"G1: z_dim {cfg.z_dim} must split into {n_blocks} chunks"
@@ -343,7 +346,7 @@ class Gup(nn.Module):
         assert len(cfg.g_mults) == 3, f"Gup takes 3 g_mults, got {cfg.g_mults}"
         c1, c2, c3 = (cfg.ch * m for m in cfg.g_mults)
         self.z_dim, self.grounded = cfg.z_dim, cfg.grounded
-        self.embed = nn.Embedding(max(cfg.num_classes, 1), cfg.z_dim)
+        self.embed = nn.Embedding(cfg.classes, cfg.z_dim)
         # The noise enters scaled per channel, from zero (StyleGAN2's noise strength): an untrained
         # Gup is deterministic, and noise comes in as fast as it helps to fool D_s and D_t.
         self.noise_gain = nn.Parameter(torch.zeros(cfg.z_dim))
@@ -359,6 +362,51 @@ class Gup(nn.Module):
         self.out = nn.Conv3d(c3, 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+    def forward(self, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
+                keep: int | None = None) -> torch.Tensor:
+        """keep: make only the centre `keep` conditioning frames' output (B, 3, 2 keep, 2Hc, 2Wc),
+        computing no frame that only the dropped ones need (None: all, 2Tc frames). The method is
+        the five numbered steps; `context`, `ahead` and the `drops` that trim each step to what the
+        kept centre needs are the frame arithmetic below ("Frame arithmetic")."""
+        B, _, Tc, Hc, Wc = c.shape
+        assert z.shape == (B, self.z_dim, Tc, Hc, Wc), f"noise map {tuple(z.shape)} vs c {tuple(c.shape)}"
+        context = self.context_of(Tc, keep)              # conditioning frames each side of the centre
+        ahead = self.lookahead(context)                  # output frames made past it, for grounding
+        drops = iter(self.drops(context))                # frames each conv drops from its output
+        n = Tc - 2 * context                             # conditioning frames kept
+        e = self.embed(y)                                                 # (B, z_dim)
+        # 1. encode the conditioning view with the noise map (scaled per channel)
+        z = z * self.noise_gain.view(1, -1, 1, 1, 1)                     # (B, z_dim, Tc, Hc, Wc)
+        h = trim(self.encode(torch.cat([c, z], dim=1)), next(drops))    # (B, C, <=Tc, Hc, Wc)
+        # 2. the blocks: at Tc, doubling T, H and W, at 2Tc
+        for block in self.blocks:
+            h = block(h, e, (next(drops), next(drops)))                  # (B, C, <=2Tc, 2Hc, 2Wc)
+        # 3. out: the residual, zero at initialisation
+        residual = trim(self.out(F.relu(self.out_bn(h))), next(drops))   # (B, 3, 2n + ahead, 2Hc, 2Wc)
+        assert residual.shape[2] == 2 * n + ahead, f"{residual.shape[2]} residual frames, not {2 * n + ahead}"
+        # 4. the interpolation plus the residual
+        x = trim(upsample(c, "trilinear"), (2 * context, 2 * context - ahead)) + residual
+        # 5. ground: view(x, 2, 2) == c exactly, then drop the frame made only for that
+        if self.grounded:
+            x = trim(ground(x, trim(c, (context, context - ahead))), (0, ahead))
+        return x                                                          # (B, 3, 2n, 2Hc, 2Wc)
+
+    # -------------------------------------------------------------------------
+    # Frame arithmetic: the receptive radius R, and trimming every step to the kept centre
+
+    def context_of(self, Tc: int, keep: int | None) -> int:
+        """Conditioning frames on each side of the centre `keep` of Tc frames (keep None: 0)."""
+        context = 0 if keep is None else (Tc - keep) // 2
+        assert keep is None or Tc - keep == 2 * context, f"keep {keep} is not the centre of {Tc} frames"
+        return context
+
+    def lookahead(self, context: int) -> int:
+        """Output frames made past the kept centre for grounding: ground gives frame 2k+1 the mean
+        of the corrections of 2k and 2k+2, so the last kept frame needs the frame after it, made
+        from the context. Without context (the whole video) ground holds the last correction
+        instead, and an ungrounded Gup looks nowhere ahead."""
+        return 1 if self.grounded and context > 0 else 0
 
     def temporal_convs(self) -> list[tuple[nn.Module, int, Fraction]]:
         """Every conv that mixes frames, in the order they run: (conv, its frames per
@@ -386,7 +434,7 @@ class Gup(nn.Module):
         conv of temporal_convs() drops from the start and the end of its output. It keeps the
         centre plus what the convs after it reach (at its frame rate), and grounding's one output
         frame ahead at the end. Dropping the rest changes nothing that is kept."""
-        convs, ahead = self.temporal_convs(), Fraction(1, 2) if self.grounded else 0
+        convs, ahead = self.temporal_convs(), Fraction(self.lookahead(context), 2)
         held, rate, reach, drops = (context, context), 1, sum(r for *_, r in convs), []
         for _, f, r in convs:
             reach -= r
@@ -396,28 +444,6 @@ class Gup(nn.Module):
             held, rate = (held[0] - drop[0], held[1] - drop[1]), f
             drops.append(drop)
         return drops
-
-    def forward(self, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
-                keep: int | None = None) -> torch.Tensor:
-        """keep: make only the centre `keep` conditioning frames' output (B, 3, 2 keep, 2Hc, 2Wc),
-        computing no frame that only the dropped ones need (None: all, 2Tc frames)."""
-        B, _, Tc, Hc, Wc = c.shape
-        assert z.shape == (B, self.z_dim, Tc, Hc, Wc), f"noise map {tuple(z.shape)} vs c {tuple(c.shape)}"
-        context = 0 if keep is None else (Tc - keep) // 2
-        assert keep is None or Tc - keep == 2 * context, f"keep {keep} is not the centre of {Tc} frames"
-        drops = iter(self.drops(context))
-        e = self.embed(y)                                               # (B, z_dim)
-        z = z * self.noise_gain.view(1, -1, 1, 1, 1)                   # (B, z_dim, Tc, Hc, Wc)
-        h = trim(self.encode(torch.cat([c, z], dim=1)), next(drops))   # (B, C, <=Tc, Hc, Wc)
-        for block in self.blocks:
-            h = block(h, e, (next(drops), next(drops)))
-        residual = trim(self.out(F.relu(self.out_bn(h))), next(drops))  # (B, 3, 2 keep + ahead, 2Hc, 2Wc)
-        ahead = residual.shape[2] - 2 * (Tc - 2 * context)             # 1: grounding's frame ahead
-        x = trim(upsample(c, "trilinear"), (2 * context, 2 * context - ahead)) + residual
-        if not self.grounded:
-            return x                                                    # (B, 3, 2 keep, 2Hc, 2Wc)
-        x = ground(x, trim(c, (context, context - ahead)))             # (B, 3, 2 keep + ahead, 2Hc, 2Wc)
-        return trim(x, (0, ahead))                                      # (B, 3, 2 keep, 2Hc, 2Wc)
 
 
 def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, context: int) -> torch.Tensor:
@@ -437,10 +463,10 @@ def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, con
 class ProjectionHead(nn.Module):
     """score = linear(h) + <embed(y), h> for pooled features h (N, C)."""
 
-    def __init__(self, ch: int, num_classes: int):
+    def __init__(self, ch: int, classes: int):
         super().__init__()
         self.linear = sn(nn.Linear(ch, 1))
-        self.embed = sn(nn.Embedding(max(num_classes, 1), ch))
+        self.embed = sn(nn.Embedding(classes, ch))
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)  # (N,)
@@ -459,7 +485,7 @@ class SpatialD(nn.Module):
         self.blocks = nn.ModuleList(
             DBlock(2, 3 if i == 0 else chs[i - 1], chs[i], (2, 2) if i < n - 1 else (1, 1), preact=i > 0)
             for i in range(n))
-        self.head = ProjectionHead(chs[-1], cfg.num_classes)
+        self.head = ProjectionHead(chs[-1], cfg.classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         """frames (B, k): which frames of each video to score (train.py draws them per example);
@@ -488,7 +514,7 @@ class TemporalD(nn.Module):
             DBlock(3, in_ch if i == 0 else chs[i - 1], chs[i],
                    (2 if i < 2 else 1, *((2, 2) if i < n - 1 else (1, 1))), preact=i > 0)
             for i in range(n))
-        self.head = ProjectionHead(chs[-1], cfg.num_classes)
+        self.head = ProjectionHead(chs[-1], cfg.classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = F.avg_pool3d(x, (1, 2, 2))                          # (B, C, T, H/2, W/2)
@@ -519,40 +545,3 @@ def build_stage(cfg: StageConfig) -> tuple[nn.Module, SpatialD, TemporalD, Match
         return G1(cfg), SpatialD(cfg), TemporalD(cfg), None
     return Gup(cfg), SpatialD(cfg), TemporalD(cfg), MatchingD(cfg)
 
-
-# -----------------------------------------------------------------------------
-# Checkpoints: train.py writes them, train.py (resume) and sample.py read them
-
-CHECKPOINT_KEYS = ("G", "G_ema", "D_s", "D_t", "opt_G", "opt_D", "step", "rng", "args", "config")
-
-
-def load_checkpoint(path: str) -> tuple[dict, StageConfig]:
-    """Read a stage checkpoint safely (weights_only=True) -> (checkpoint dict, its StageConfig).
-    Anything that is not one of ours is refused with a message that names the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}: train the stage first "
-                                f"(python train.py --stage N) or fix the path")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; all mean the same here
-        raise ValueError(f"{path} is not a readable SSW-GAN checkpoint ({type(e).__name__}: {e}). "
-                         f"It may be truncated or from another program: move it away or "
-                         f"point at another file.") from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ValueError(f"{path} is not an SSW-GAN stage checkpoint (missing {missing}): "
-                         f"move it away or point at another file.")
-    cfg = ckpt["config"]
-    return ckpt, StageConfig(**{**cfg, "g_mults": tuple(cfg["g_mults"]), "d_mults": tuple(cfg["d_mults"])})
-
-
-def load_weights(module: nn.Module, state: dict, path: str, name: str) -> None:
-    """module.load_state_dict(state), with a mismatch (a checkpoint of an older architecture,
-    e.g. a Gup without its interpolation skip) refused in one line that names the file."""
-    try:
-        module.load_state_dict(state)
-    except (RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ValueError(f"{path}: its {name} does not fit this code's architecture ({first}); "
-                         f"it was written by another version of models.py: retrain the stage, or "
-                         f"sample it with the version that wrote it.") from None

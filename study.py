@@ -40,16 +40,18 @@ import torch
 from PIL import Image, ImageDraw
 
 import bench
+import evaluate
 import fvd
 import sample
 import train
 from data import to_uint8
 from models import stage_config, upsample
+from runfolder import read_log
 
 SOURCE = "synthetic"   # the built-in data
 CAL_STEPS = 2          # each run's first steps; step 2 gives its s/step (step 1 warms up)
 FVD_FRAMES = 16        # frames scored per video, as train.py's --fvd-every scores them
-EVAL_BATCH = 16        # sample.stage_fvd's batch: the same noise draws, so the same numbers
+EVAL_BATCH = 16        # evaluate.stage_fvd's batch: the same noise draws, so the same numbers
 MARGIN = 0.10          # a verdict needs a 10% difference; less is inconclusive at this scale
 EXACT_TOL = 1e-4       # max |chunked - whole| that counts as exact (float32 tolerance)
 PAPER = ["--no-grounded", "--lambda-rec", "0"]  # the upscalers as the paper has them: grounded by D_m, adversarial alone
@@ -115,7 +117,7 @@ def train_run(args: argparse.Namespace, name: str, max_iters: int, fvd_every: in
 
 
 def log_of(args: argparse.Namespace, name: str) -> list[dict]:
-    return train.read_log(os.path.join(run_dir(args, name), "log.jsonl"))
+    return read_log(os.path.join(run_dir(args, name), "log.jsonl"))
 
 
 def training_seconds(log: list[dict]) -> float:
@@ -230,14 +232,14 @@ class Results:
 
 def real_stats(args: argparse.Namespace, cfg):
     model = fvd.load_i3d().to(args.device)
-    return sample.real_stats(model, SOURCE, cfg, args.fvd_n, FVD_FRAMES, EVAL_BATCH,
-                             os.path.join(args.out, "fvd-stats"))
+    return evaluate.real_stats(model, SOURCE, cfg, args.fvd_n, FVD_FRAMES, EVAL_BATCH,
+                               os.path.join(args.out, "fvd-stats"))
 
 
 def fvd_of(args: argparse.Namespace, videos, cfg) -> float:
     """FVD of batches of videos (b, 3, T, H, W) against the real videos at stage cfg's size."""
     model = fvd.load_i3d().to(args.device)
-    return sample.score(videos, model, args.fvd_n, FVD_FRAMES, real_stats(args, cfg))[0]
+    return evaluate.score(videos, model, args.fvd_n, FVD_FRAMES, real_stats(args, cfg))[0]
 
 
 def load(args: argparse.Namespace, *names: str) -> list:
@@ -247,13 +249,13 @@ def load(args: argparse.Namespace, *names: str) -> list:
 
 def rung_fvd(args: argparse.Namespace, name: str, steps: int) -> float:
     """An upscaling run's ladder rung at its last step: the --fvd-every point there, else scored
-    now the same way (sample.stage_fvd)."""
+    now the same way (evaluate.stage_fvd)."""
     at_end = [r["fvd"] for r in log_of(args, name) if r.get("step") == steps and "fvd" in r]
     if at_end:
         return at_end[-1]
     (cfg, G), = load(args, name)
-    return sample.stage_fvd(cfg, G, SOURCE, args.fvd_n, torch.device(args.device),
-                            os.path.join(args.out, "fvd-stats"), FVD_FRAMES)
+    return evaluate.stage_fvd(cfg, G, SOURCE, args.fvd_n, torch.device(args.device),
+                              os.path.join(args.out, "fvd-stats"), FVD_FRAMES)
 
 
 @torch.no_grad()
@@ -261,14 +263,14 @@ def on_real_views(args: argparse.Namespace, name: str, overlap: int | None) -> t
     """(x, c): run `name` (an upscaler) chunked with `overlap` (None: R) over fvd_n real views
     c (n, 3, Tc, Hc, Wc) of its input -> x (n, 3, 2Tc, 2Hc, 2Wc)."""
     (cfg, G), = load(args, name)
-    c, y = (torch.cat(t) for t in zip(*sample.real_views(SOURCE, cfg, args.fvd_n, EVAL_BATCH, down=1)))
-    g = torch.Generator().manual_seed(sample.FVD_SEED)
+    c, y = (torch.cat(t) for t in zip(*evaluate.real_views(SOURCE, cfg, args.fvd_n, EVAL_BATCH, down=1)))
+    g = torch.Generator().manual_seed(evaluate.FVD_SEED)
     return sample.upscale([(cfg, G)], c, y, None, overlap, torch.device(args.device), g), c
 
 
 def seams_of(x: torch.Tensor, cfg) -> float:
     """Seam error of an upscaler's output x (B, 3, T, H, W) at the seams of its sampling chunks."""
-    return sample.seam_error(x, sample.seam_frames(x.shape[2] // 2, cfg.cond_frames))
+    return evaluate.seam_error(x, evaluate.seam_frames(x.shape[2] // 2, cfg.cond_frames))
 
 
 def chain_seam_frames(chain: list) -> list[int]:
@@ -277,7 +279,7 @@ def chain_seam_frames(chain: list) -> list[int]:
     seams = set()
     for k, (cfg, _) in enumerate(chain[1:], start=1):
         scale = 2 ** (len(chain) - 1 - k)
-        seams |= {t * scale for t in sample.seam_frames(cfg.video_frames // 2, cfg.cond_frames)}
+        seams |= {t * scale for t in evaluate.seam_frames(cfg.video_frames // 2, cfg.cond_frames)}
     return sorted(seams)
 
 
@@ -290,13 +292,13 @@ def chain_seams(args: argparse.Namespace, chain: list) -> list[list]:
     y = torch.arange(args.fvd_n) % max(cfg.num_classes, 1)
 
     def make(chunk, overlap):  # the same noise every time
-        g = torch.Generator().manual_seed(sample.FVD_SEED)
+        g = torch.Generator().manual_seed(evaluate.FVD_SEED)
         return sample.generate(chain, y, cfg.video_frames, chunk, overlap, torch.device(args.device), g)
     whole, seams = make(10 ** 6, None), chain_seam_frames(chain)
-    rows = [["whole video", sample.seam_error(whole, seams), 0.0]]
+    rows = [["whole video", evaluate.seam_error(whole, seams), 0.0]]
     for overlap in [*range(R + 1), 2 * R]:
         x = make(None, overlap)
-        rows.append([overlap, sample.seam_error(x, seams), (x - whole).abs().max().item()])
+        rows.append([overlap, evaluate.seam_error(x, seams), (x - whole).abs().max().item()])
     return rows
 
 
@@ -402,14 +404,14 @@ def arm_compute(args: argparse.Namespace, plan: dict, results: Results) -> list[
     cfg = chain[-1][0]
     print("[study] arm 1: FVD of the SSW chain and of the single stage", flush=True)
     fvd_ssw = results.get(f"fvd ssw chain @{[steps[r] for r in SSW]}", lambda: fvd_of(
-        args, sample.from_noise(chain, args.fvd_n, EVAL_BATCH, device), cfg))
+        args, evaluate.from_noise(chain, args.fvd_n, EVAL_BATCH, device), cfg))
     fvd_dvd = results.get(f"fvd dvd @{steps['dvd']}", lambda: fvd_of(
-        args, sample.from_noise(dvd, args.fvd_n, EVAL_BATCH, device), cfg))
+        args, evaluate.from_noise(dvd, args.fvd_n, EVAL_BATCH, device), cfg))
     flop = {r: steps[r] * plan["tflop_per_step"][r] for r in [*SSW, "dvd"]}
     wall = {r: training_seconds(log_of(args, r)) / 60 for r in [*SSW, "dvd"]}
     mem_ssw, mem_dvd = max(plan["saved_gb"][r] for r in SSW), plan["saved_gb"]["dvd"]
-    real = next(sample.real_views(SOURCE, cfg, 2, 2))[0]
-    made = [next(sample.from_noise(c, 2, 2, device)) for c in (chain, dvd)]
+    real = next(evaluate.real_views(SOURCE, cfg, 2, 2))[0]
+    made = [next(evaluate.from_noise(c, 2, 2, device)) for c in (chain, dvd)]
     strip(os.path.join(args.out, "arm1-samples.png"),
           [(f"{who} {k}", x[k]) for k in range(2) for who, x in zip(("real", "SSW", "DVD"), (real, *made))],
           list(range(0, cfg.video_frames, 4)), 2)
@@ -441,7 +443,7 @@ def stage2_measures(args: argparse.Namespace, plan: dict, results: Results) -> d
     (cfg, G), = load(args, "ssw-stage2")
     print("[study] arms 2 and 3: stage 2's rungs, grounding and seams", flush=True)
     floor = results.get("fvd trilinear x2 of real views", lambda: fvd_of(
-        args, sample.interpolated(SOURCE, cfg, args.fvd_n, EVAL_BATCH, 1, "trilinear"), cfg))
+        args, evaluate.interpolated(SOURCE, cfg, args.fvd_n, EVAL_BATCH, 1, "trilinear"), cfg))
     names = ["ssw-stage2", "stage2-no-dm", "stage2-no-context"]
     rung = {r: results.get(f"fvd rung {r} @{n}", lambda r=r: rung_fvd(args, r, n)) for r in names}
     x, c = zip(*(on_real_views(args, r, None) for r in names))                 # overlap R
@@ -449,7 +451,7 @@ def stage2_measures(args: argparse.Namespace, plan: dict, results: Results) -> d
     strip(os.path.join(args.out, "stage2-samples.png"),
           [(f"{who} {k}", v[k]) for k in range(2) for who, v in
            (("trilinear", upsample(c[0][:2])), ("D_m, ctx R", x[0]), ("no D_m", x[1]),
-            ("ctx 0", x[2]), ("real", next(sample.real_views(SOURCE, cfg, 2, 2))[0]))],
+            ("ctx 0", x[2]), ("real", next(evaluate.real_views(SOURCE, cfg, 2, 2))[0]))],
           list(range(0, cfg.video_frames, 2)), 3)
     return {"cfg": cfg, "R": G.receptive_radius, "steps": n, "floor": floor, "rung": rung,
             "views": f"{c[0].shape[2]}@{c[0].shape[3]}",
@@ -555,7 +557,7 @@ def header(args: argparse.Namespace, plan: dict, argv: list[str], seconds: float
         f"UTC), {seconds / 60:.1f} min in all (the invocations of the command that reached the report, added up).", "",
         f"- Machine: {machine(args.device)}.",
         f"- Seeds: every run trains with --seed {args.seed} (init, noise and data order); every score uses "
-        f"sample.py's FVD_SEED = {sample.FVD_SEED} (its held-out real clips and its noise).",
+        f"evaluate.py's FVD_SEED = {evaluate.FVD_SEED} (its held-out real clips and its noise).",
         "- Data: the built-in synthetic videos, 32-frame 32x32 clips (the tiny preset); scores on the "
         "held-out split.",
         f"- Budget: {args.budget_minutes:g} min. Each run's s/step was measured on its first {CAL_STEPS} "

@@ -8,8 +8,9 @@ from PIL import Image
 import sample
 import train
 from data import StageExamples, SyntheticVideos, to_float, view
+from evaluate import seam_frames
 from models import Gup, stage_config, upsample, upscale_chunk
-from sample import frame_stats, pair_cadence, seam_error, seam_frames, upscale_chunked, with_context
+from sample import upscale_chunked, with_context
 
 CPU = torch.device("cpu")
 
@@ -114,15 +115,6 @@ def test_noise_is_sliced_by_position(gup):
     assert not torch.allclose(upscale_chunked(gup, c, z_moved, y, chunk=2, overlap=R, device=CPU), a)
 
 
-def test_seam_error_by_hand():
-    """Frames 0,1,2 | 3,4,5 (a jump of 4 at the seam, steps of 1 inside): ratio 4."""
-    x = torch.tensor([0.0, 1, 2, 6, 7, 8]).view(1, 1, 6, 1, 1)
-    assert seam_frames(Tc=3, chunk=2) == [4]  # chunks of 2 cond frames -> seams at output 4
-    assert seam_error(x, [3]) == pytest.approx(4.0)
-    smooth = torch.arange(6.0).view(1, 1, 6, 1, 1)
-    assert seam_error(smooth, [3]) == pytest.approx(1.0)
-
-
 def test_end_to_end_files(checkpoints, tmp_path):
     out = tmp_path / "samples"
     videos = sample.main(["--ckpt", *checkpoints, "--n", "3", "--class", "2", "--out", str(out),
@@ -176,7 +168,7 @@ def test_refusals(checkpoints, tmp_path):
 @pytest.mark.parametrize("context", [0, 2, None])
 @torch.no_grad()
 def test_training_forward_is_a_sampling_chunk(context):
-    """A training example's fake window (train.generate on StageExamples' item) equals what the
+    """A training example's fake window (train.fake_batch on StageExamples' item) equals what the
     sampler makes at that position from the whole video's view and noise: at the video's start,
     inside and at its end; with context 0, 2 and R (then also the whole-video pass). Windows
     that start on an even frame sit on the sampler's grid of conditioning frames."""
@@ -202,7 +194,7 @@ def test_training_forward_is_a_sampling_chunk(context):
         s = start // 2
         z_chunk = with_context(z_video, s, s + n, ctx)
         batch = {k: (v[None] if torch.is_tensor(v) else torch.tensor([v])) for k, v in item.items()}
-        x_train = train.generate(G, cfg, {**batch, "z": z_chunk})
+        x_train = train.fake_batch(G, cfg, {**batch, "z": z_chunk})
         c_chunk = with_context(c_video, s, s + n, ctx)
         # The example's conditioning is the sampler's chunk at its position, mirrored past the
         # video's ends alike (rendering a few frames may round one pixel to the next grey
@@ -248,52 +240,3 @@ def test_upsample_inverts_the_temporal_view():
     assert frames.tolist() == [0, 1, 2, 4, 6, 6]
     assert upsample(c, "nearest")[0, 0, :, 0, 0].tolist() == [0, 0, 2, 2, 6, 6]
     assert torch.equal(view(upsample(c), 2, 2), c)
-
-
-def test_frame_stats_by_hand():
-    """Two videos of 3 frames 2x2, grey levels: frame values 0, 10, 40 and a ramp in x."""
-    g = torch.tensor([0.0, 10, 40]).view(1, 1, 3, 1, 1).repeat(2, 3, 1, 2, 2)
-    g[..., 1] += 8                                             # |d/dx| = 8, |d/dy| = 0
-    change, sharpness = frame_stats(g / 127.5)
-    torch.testing.assert_close(change, torch.tensor([10.0, 30.0]))
-    torch.testing.assert_close(sharpness, torch.tensor([4.0, 4.0, 4.0]))
-
-
-def test_pair_cadence_by_hand():
-    """Changes 10, 30, 10, 30, 10 between frames: within pairs (0->1, 2->3, 4->5) 10, across 30."""
-    assert pair_cadence(torch.tensor([10.0, 30, 10, 30, 10])) == pytest.approx(1 / 3)
-    assert pair_cadence(torch.tensor([5.0, 5, 5])) == pytest.approx(1.0)
-
-
-def test_ladder_prints_every_rung(checkpoints, tmp_path, capsys):
-    """The ladder on tiny checkpoints: every rung, a number each; a chain that starts at stage 3
-    has its own rungs; real statistics are cached."""
-    argv = ["--ladder", "--n", "4", "--batch", "4", "--fvd-frames", "10", "--fvd-cache", str(tmp_path)]
-    scores = sample.main(["--ckpt", *checkpoints, *argv])
-    names = [name for name, *_ in scores]
-    assert names == ["real vs real (another draw)",
-                     "nearest x2 of real 16@16 views", "trilinear x2 of real 16@16 views",
-                     "stage 3 on real 16@16 views",
-                     "nearest x4 of real 8@8 views", "trilinear x4 of real 8@8 views",
-                     "stages 2-3 on real 8@8 views", "full chain from noise"]
-    table = capsys.readouterr().out
-    for name, value, change0, sharp0, pairs in scores:
-        assert np.isfinite([value, change0, sharp0, pairs]).all() and value > 0 and name in table
-    assert len(list(tmp_path.glob("*.npz"))) == 1
-    only3 = sample.main(["--ckpt", checkpoints[2], *argv])
-    assert [name for name, *_ in only3] == names[:-2]
-    rung = "stage 3 on real 16@16 views"  # the same videos, against the cached real statistics
-    alone, chained = ([v for name, v, *_ in rows if name == rung] for rows in (only3, scores))
-    assert alone == pytest.approx(chained)
-
-
-def test_ladder_table_sets_each_rung_against_its_own_floor():
-    """A rung made from real views of one size is divided by trilinear of those views; the
-    chain from noise by trilinear of the lowest views; floors themselves get no ratio."""
-    scores = [("real vs real (another draw)", 100.0, 1, 1, 1),
-              ("trilinear x2 of real 16@16 views", 400.0, 1, 1, 1), ("stage 3 on real 16@16 views", 300.0, 1, 1, 1),
-              ("trilinear x4 of real 8@8 views", 1000.0, 1, 1, 1), ("stages 2-3 on real 8@8 views", 1500.0, 1, 1, 1),
-              ("full chain from noise", 500.0, 1, 1, 1)]
-    ratios = [line.split("|")[3].strip() for line in
-              sample.ladder_table(scores, stage_config("tiny", 3)).splitlines()[2:]]
-    assert ratios == ["", "", "0.75", "", "1.50", "0.50"]

@@ -1,0 +1,171 @@
+"""Distributed training, and the batch-split contract that makes it exact (docs/scaling.md).
+
+Under torchrun, K processes x --batch-size videos x --grad-accum micro-batches make one batch.
+Any split of a batch trains what one process at the whole batch trains, because:
+  - StepSampler: batch b is the same examples whatever the number of ranks and micro-batches;
+  - step_noise: a step's noise and D_s's frames are drawn per example id (WithIds), not per call;
+  - micro_batch: DDP all-reduces gradients once per step, and spectral norm's power iteration
+    runs once per step;
+  - CrossReplicaBN (--sync-bn): G's batch norm normalises over the whole batch of all ranks.
+Also here: setting up and tearing down the process group, and telling a lost rank's error.
+Imports the random-stream table of videos.py; nothing here imports train.py.
+"""
+import contextlib
+import datetime
+import itertools
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol  # all_reduce with autograd
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.nn.utils.parametrizations import _SpectralNorm
+
+from videos import STREAMS
+
+
+def setup(device: str, timeout: datetime.timedelta) -> tuple[int, int, torch.device]:
+    """(rank, world, device) of this process: torchrun's (RANK, WORLD_SIZE; a GPU per LOCAL_RANK),
+    with the process group up (nccl on GPUs, gloo on CPUs); or (0, 1, device) alone."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    device = torch.device(device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    return rank, world, device
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(net: torch.nn.Module | None, world: int):
+    """net in DDP under torchrun (its backward all-reduces its gradients), else net itself."""
+    return DDP(net) if world > 1 and net is not None else net
+
+
+def lost_rank(e: RuntimeError) -> bool:
+    """Did a collective fail: another rank died (connection reset) or hung past --ddp-timeout?"""
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1 and (
+        isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d")))
+
+
+# -----------------------------------------------------------------------------
+# Which examples, which noise: pure functions of the step and the example ids
+
+class StepSampler(torch.utils.data.Sampler):
+    """Endless example indices: batch b of rank r holds examples [(b*world + r)*B, ... + B).
+    With B = batch-size x grad-accum, the loader cuts each into micro-batches: rank r's share
+    of batch b is the same examples whatever the number of ranks and micro-batches."""
+
+    def __init__(self, first_batch: int, batch_size: int, rank: int = 0, world: int = 1):
+        self.first_batch, self.batch_size, self.rank, self.world = first_batch, batch_size, rank, world
+
+    def __iter__(self):
+        for b in itertools.count(self.first_batch):
+            start = (b * self.world + self.rank) * self.batch_size
+            yield from range(start, start + self.batch_size)
+
+
+class WithIds(torch.utils.data.Dataset):
+    """A stage's examples, each carrying its index "id": a step's noise is drawn per example
+    id (step_noise), from the ids the loader actually delivered."""
+
+    def __init__(self, examples: torch.utils.data.Dataset):
+        self.examples = examples
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.examples[i], "id": i}
+
+
+def step_noise(cfg, ids: torch.Tensor, batch: dict, seed: int, stream: str, device) -> dict:
+    """The randomness of one D or G step (stream "d_noise" or "g_noise" of videos.STREAMS) on the
+    examples `ids` of a StageConfig cfg's batch: "z" for G ((B, T, z_dim) for stage 1, a
+    (B, z_dim, T', H', W') map like c_context for upscalers) and "frames" (2, B, k), the frames
+    D_s scores of the real and the fake videos. Row b is a pure function of (seed, ids[b],
+    stream): one process at batch 4, two ranks at 2 and two micro-batches of 2 draw the same
+    numbers for the same examples, and a resumed run draws what an uninterrupted one drew.
+    (A CUDA generator gives other numbers than a CPU one: resume on the same kind of device.)"""
+    z_shape = (cfg.out_frames, cfg.z_dim) if cfg.stage == 1 else (cfg.z_dim, *batch["c_context"].shape[2:])
+    T, k = cfg.out_frames, min(cfg.d_frames, cfg.out_frames)
+    z, frames = [], []
+    for i in ids.tolist():
+        entropy = np.random.SeedSequence([seed, i, STREAMS[stream]]).generate_state(1, np.uint64)[0]
+        g = torch.Generator(device).manual_seed(int(entropy))
+        z.append(torch.randn(z_shape, generator=g, device=device))
+        frames.append(torch.rand(2, T, generator=g, device=device).argsort(dim=1)[:, :k])  # (2, k) distinct
+    return {"z": torch.stack(z), "frames": torch.stack(frames, dim=1)}
+
+
+# -----------------------------------------------------------------------------
+# One step over micro-batches and ranks: gradients, spectral norm, batch norm
+
+@contextlib.contextmanager
+def micro_batch(m: int, n: int, ddp_nets: list, nets: list):
+    """Micro-batch m of a step's n (forward and backward inside). The DDP modules of ddp_nets
+    all-reduce their gradients on the last one only (no_sync before it). Spectral norm runs a
+    power iteration at every training forward, so micro-batches after the first would see other
+    weights than the first: paused for them, the Ds and G of nets reuse its estimate, and a step
+    updates it once, as one big batch does."""
+    with contextlib.ExitStack() as stack:
+        if m < n - 1:
+            for net in ddp_nets:
+                stack.enter_context(net.no_sync())
+        stack.enter_context(power_iterations_paused(nets, paused=m > 0))
+        yield
+
+
+@contextlib.contextmanager
+def power_iterations_paused(nets: list, paused: bool):
+    """Spectral norm of nets reuses its last estimate (no power iteration) while paused."""
+    layers = [m for net in nets if paused for m in net.modules() if isinstance(m, _SpectralNorm)]
+    for m in layers:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.train(True)
+
+
+class CrossReplicaBN(torch.nn.BatchNorm3d):
+    """BatchNorm3d whose training statistics are the whole batch's, over all ranks (--sync-bn).
+    torch's SyncBatchNorm runs on GPUs only; this one runs on any backend (gloo included), so
+    the CPU tests check the path the GPUs take. The moments are summed with an autograd-aware
+    all_reduce, so the gradient flows through the shared statistics as in one big batch.
+    Ranks hold equal batches. Eval mode (G_ema, sampling) is plain BatchNorm3d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized()):
+            return super().forward(x)
+        B, C, T, H, W = x.shape
+        world = dist.get_world_size()
+        xf = x.float()                                                     # moments in float32, even under bf16
+        moments = torch.cat([xf.mean((0, 2, 3, 4)), xf.square().mean((0, 2, 3, 4))])  # (2C,)
+        moments = funcol.all_reduce(moments, "sum", dist.group.WORLD) / world
+        mean, var = moments[:C], (moments[C:] - moments[:C].square()).clamp(min=0)     # (C,), biased
+        with torch.no_grad():
+            n = B * T * H * W * world
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)  # unbiased, as BatchNorm
+            self.num_batches_tracked.add_(1)
+        shape = (1, C, 1, 1, 1)
+        out = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
+
+
+def cross_replica_bn(net: torch.nn.Module) -> torch.nn.Module:
+    """net with each BatchNorm3d replaced by a CrossReplicaBN holding the same state."""
+    for parent in list(net.modules()):
+        for name, bn in parent.named_children():
+            if type(bn) is torch.nn.BatchNorm3d:
+                new = CrossReplicaBN(bn.num_features, bn.eps, bn.momentum, bn.affine).to(bn.running_mean.device)
+                new.load_state_dict(bn.state_dict())
+                setattr(parent, name, new)
+    return net
