@@ -2,16 +2,22 @@
 
     python bench.py cost                 # bytes saved for backward + FLOPs per training step,
                                          # every ssw-128 stage vs the dvd-128 baseline, 100/400 frames
+    python bench.py profile --stage 3    # one training iteration's anatomy: aten ops per phase and
+                                         # kind (meta device); on CUDA also kernels, GPU busy, syncs
     python bench.py step --preset tiny   # seconds per training step (real run of train.py), its
                                          # FLOP/s against the machine's own conv (and GPU matmul)
     python bench.py sample               # time and peak memory to sample 100/400/1000 frames
     python bench.py data                 # training examples/s per DataLoader worker
     python bench.py i3d                  # FVD's I3D: clips/s at 16x224x224
+    python bench.py learn --stage 3      # can the Ds tell real videos from the stage's untrained start?
 
-`cost` runs on the meta device: shapes only, no arithmetic, so it is exact and takes seconds
-on any machine. `step` and `sample` measure the machine they run on (say which, when quoting).
+`cost` and `profile` run on the meta device: shapes only, no arithmetic, so they are exact and
+take seconds on any machine. `step` and `sample` measure the machine they run on (say which, when quoting).
 """
 import argparse
+import collections
+import contextlib
+import copy
 import json
 import math
 import os
@@ -20,17 +26,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import fvd
 import losses
 import sample
 import train  # the real fake batch and losses, not copies
-from data import StageExamples, SyntheticVideos
+from data import StageExamples, SyntheticVideos, view
+from distributed import micro_batch, step_noise
 from models import G1, PRESETS, Gup, build_stage, stage_config
-from runfolder import read_log
+from runfolder import Status, read_log
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +51,17 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     cost.add_argument("--grounded", action="store_true",
                       help="upscalers as train.py trains them by default (grounded, with the L1 term "
                            "--lambda-rec); without it, the paper's form")
+    prof = sub.add_parser("profile", help="the anatomy of one training iteration: aten ops per phase and kind "
+                                          "(meta device, or CUDA), and on CUDA kernels, GPU busy time, syncs")
+    prof.add_argument("--preset", default="ssw-128")
+    prof.add_argument("--stage", type=int, default=1)
+    prof.add_argument("--batch", type=int, default=8)
+    prof.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    prof.add_argument("--device", default=None, help="default: cuda if there is one, else meta (shapes only)")
+    prof.add_argument("--per-layer-sn", action="store_true",
+                      help="spectral norm as torch's parametrization computes it, per layer at each "
+                           "weight access (what train.py did before it batched it): the count to compare")
+    prof.add_argument("--json", default=None, help="also write the table here")
     step = sub.add_parser("step", help="seconds per training step, from a real short run of train.py")
     step.add_argument("--preset", default="tiny")
     step.add_argument("--stage", type=int, default=1)
@@ -64,6 +84,17 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     dat = sub.add_parser("data", help="training examples/s of each stage on the built-in data, one process")
     dat.add_argument("--preset", default="ssw-128")
     dat.add_argument("--n", type=int, default=40, help="examples timed per stage")
+    lrn = sub.add_parser("learn", help="can the Ds learn? trained alone against the stage's frozen untrained G, "
+                                       "held-out real-vs-fake accuracy per D")
+    lrn.add_argument("--preset", default="tiny")
+    lrn.add_argument("--stage", type=int, default=3)
+    lrn.add_argument("--steps", type=int, default=300, help="D steps")
+    lrn.add_argument("--batch", type=int, default=16)
+    lrn.add_argument("--n-train", type=int, default=640, help="fixed training examples")
+    lrn.add_argument("--n-val", type=int, default=128, help="held-out examples scored")
+    lrn.add_argument("--lr-d", type=float, default=None, help="default: train.py's")
+    lrn.add_argument("--flags", default="", help="more train.py flags, e.g. '--d-pool sum --d-ch 16'")
+    lrn.add_argument("--json", default=None, help="also write the curve here")
     one = sub.add_parser("sample-one", help=argparse.SUPPRESS)  # one length, in a fresh process
     one.add_argument("--preset")
     one.add_argument("--frames", type=int)
@@ -150,6 +181,246 @@ def cost(args: argparse.Namespace) -> None:
             r = step_cost(preset, stage, frames, args.batch, args.grounded)
             print(f"{preset:8} {stage:>5} {frames:>6} {r['out']:>8} {r['saved_D_GB']:>11.3f} "
                   f"{r['saved_G_GB']:>11.3f} {r['TFLOP_per_iter']:>11.2f}")
+
+
+# -----------------------------------------------------------------------------
+# profile: the anatomy of one training iteration, op by op
+
+class OpCount(TorchDispatchMode):
+    """Counts the aten ops dispatched under it by kind, into the phase `self.phase` names (None:
+    not counted), in bins: "ops", the non-view ops: in eager mode each is a host dispatch and,
+    on a GPU, a kernel launch or more, whatever the batch (what a batch-independent time per
+    iteration is made of); "views" (the schema says the output aliases an input, or
+    _unsafe_view): no data moves; "host", numbers read from CPU scalars (.item() of a CPU
+    tensor, as the optimizers' step counters): no kernel and no sync. "rnn" counts again the
+    non-view ops inside the forwards and backwards of the nn.GRUs watch() follows: the CPU and
+    the meta device run a GRU step by step in time, where cuDNN runs it as one op each way."""
+
+    def __init__(self):
+        super().__init__()
+        self.phase, self.bins, self.in_rnn, self.rnn_nodes = None, {}, False, []
+
+    def count(self, bin: str, kind: str) -> None:
+        self.bins.setdefault(bin, {}).setdefault(self.phase, collections.Counter())[kind] += 1
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.phase is not None:
+            kind = func.overloadpacket.__name__
+            if func.is_view or kind == "_unsafe_view":
+                self.count("views", kind)
+            elif kind == "_local_scalar_dense" and args[0].device.type == "cpu":
+                self.count("host", kind)
+            else:
+                self.count("ops", kind)
+                node = torch._C._current_autograd_node()  # in backward: the node it runs
+                if self.in_rnn or node is not None and any(a <= node._sequence_nr() < b for a, b in self.rnn_nodes):
+                    self.count("rnn", kind)
+        return func(*args, **(kwargs or {}))
+
+    def watch(self, net: torch.nn.Module) -> None:
+        """Follow net's GRUs: ops in their forward, and in the backward nodes that forward made
+        (autograd numbers nodes in the order they are made)."""
+        def enter(m, args):
+            self.in_rnn, self.first = True, torch._C._autograd._get_sequence_nr()
+
+        def leave(m, args, out):
+            self.in_rnn = False
+            self.rnn_nodes.append((self.first, torch._C._autograd._get_sequence_nr()))
+
+        for m in net.modules():
+            if isinstance(m, torch.nn.RNNBase):
+                m.register_forward_pre_hook(enter)
+                m.register_forward_hook(leave)
+
+
+PHASES = ("noise", "D steps", "opt_D.step", "G step", "opt_G.step", "EMA", "status")
+
+
+def training_iteration(preset: str, stage: int, batch: int, device: torch.device, dtype: str = "float32",
+                       batched_sn: bool = True, count: OpCount | None = None):
+    """(preset, stage) at `batch` videos, built as train.py builds it with its defaults, on random
+    data of the stage's shapes; returns iteration(step), which trains one iteration as train.py's
+    loop body does (--d-steps D steps, each: fake batch, d_loss, backward, opt_D.step; one G step:
+    g_loss, backward, opt_G.step; EMA; one micro-batch), with `count` (an OpCount) set to each
+    phase. On the meta device, shapes only: a ssw-128 stage counts in seconds, but autocast does
+    not apply there (bfloat16 counts as float32), and step_noise's per-example generators run on
+    the CPU. batched_sn=False: spectral norm as torch's parametrization computes it, per layer at
+    each access (distributed.micro_batch)."""
+    args = train.get_args(["--preset", preset, "--stage", str(stage), "--device", str(device),
+                           "--batch-size", str(batch), "--dtype", dtype])
+    cfg = train.resolve_config(args, 5)
+    count = count if count is not None else OpCount()
+    torch.manual_seed(0)
+    with torch.device(device) if device.type == "meta" else contextlib.nullcontext():  # meta: no init arithmetic
+        G, D_s, D_t, D_m = (None if m is None else m.to(device) for m in build_stage(cfg))
+    with torch.device(device):
+        x = torch.rand(batch, 3, cfg.out_frames, cfg.out_size, cfg.out_size) * 2 - 1
+        data = {"x": x, "y": torch.arange(batch) % cfg.classes}
+        if stage > 1:
+            data["c"] = view(x, 2, 2)
+            data["c_context"] = torch.rand(batch, 3, cfg.cond_frames + 2 * cfg.context, cfg.cond_size,
+                                           cfg.cond_size) * 2 - 1
+    Ds = [D for D in (D_s, D_t, D_m) if D is not None]
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_G, opt_D = train.optimizers(G, Ds, args)
+    count.watch(G)
+    autocast = torch.autocast("cpu" if device.type == "meta" else device.type, dtype=torch.bfloat16,
+                              enabled=dtype == "bfloat16" and device.type != "meta")
+    status = Status("", device, 0, main=False, batch=batch)
+
+    def noise(stream: str, step: int) -> dict:
+        count.phase = "noise"
+        drawn = step_noise(cfg, torch.arange(step * batch, (step + 1) * batch), data, args.seed, stream,
+                           torch.device("cpu") if device.type == "meta" else device)  # no meta generators
+        count.phase = None
+        return {**data, **{k: v.to(device) for k, v in drawn.items()}}
+
+    def iteration(step: int) -> None:
+        for _ in range(args.d_steps):
+            batch_d = noise("d_noise", step)
+            count.phase = "D steps"
+            opt_D.zero_grad(set_to_none=True)
+            with micro_batch(0, 1, [], [G, *Ds], batched_sn=batched_sn):
+                with autocast:
+                    with torch.no_grad():
+                        x_fake = train.fake_batch(G, cfg, batch_d)
+                    loss_D, stats = losses.d_loss(D_s, D_t, D_m, batch_d, x_fake, args.lambda_m,
+                                                  args.mismatch_negatives)
+                loss_D.backward()
+            count.phase = "status"
+            status.add({"loss_D": loss_D, **stats}, weight=1 / args.d_steps)
+            count.phase = "opt_D.step"
+            opt_D.step()
+        batch_g = noise("g_noise", step)
+        count.phase = "G step"
+        for D in Ds:
+            D.requires_grad_(False)
+        opt_G.zero_grad(set_to_none=True)
+        with micro_batch(0, 1, [], [G, *Ds], batched_sn=batched_sn):
+            with autocast:
+                x_fake = train.fake_batch(G, cfg, batch_g)
+                loss_G, stats = losses.g_loss(D_s, D_t, D_m, batch_g, x_fake, args.lambda_m, args.lambda_rec)
+            loss_G.backward()
+        count.phase = "status"
+        status.add({"loss_G": loss_G, **stats})
+        count.phase = "opt_G.step"
+        opt_G.step()
+        for D in Ds:
+            D.requires_grad_(True)
+        count.phase = "EMA"
+        train.ema_update(G_ema, G, args.ema, step)
+        count.phase = None
+
+    return iteration
+
+
+def op_table(count: OpCount, top: int = 15) -> dict:
+    """Per phase and in all: each bin's count (OpCount), and the non-view ops by kind."""
+    empty = collections.Counter()
+    phases = {p: {bin: sum(count.bins.get(bin, {}).get(p, empty).values()) for bin in ("ops", "rnn", "views", "host")}
+              | {"kinds": dict(count.bins.get("ops", {}).get(p, empty).most_common())} for p in PHASES}
+    total = sum((count.bins.get("ops", {}).get(p, empty) for p in PHASES), collections.Counter())
+    return {"phases": phases, **{bin: sum(r[bin] for r in phases.values()) for bin in ("ops", "rnn", "views", "host")},
+            "top_kinds": dict(total.most_common(top))}
+
+
+def gpu_profile(iteration, device: torch.device, tflop: float, iters: int = 3) -> dict:
+    """On CUDA, for iteration(step) (training_iteration's), after 2 warm-up iterations (cuDNN
+    picks its kernels): s/iter over `iters`; then `iters` under torch.profiler: GPU busy time
+    over wall time (the union of kernel intervals), kernel launches, the 15 kernels with the most
+    GPU time, the native fallback convs that run (vol2col, slow_conv, ...); host syncs of one
+    iteration (sync debug mode); achieved TFLOP/s against a dense bf16 matmul in the same run."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    for step in range(2):
+        iteration(step)
+    torch.cuda.synchronize(device)
+    t0 = time.time()
+    for step in range(2, 2 + iters):
+        iteration(step)
+    torch.cuda.synchronize(device)
+    s_per_iter = (time.time() - t0) / iters
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.time()
+        for step in range(2 + iters, 2 + 2 * iters):
+            iteration(step)
+        torch.cuda.synchronize(device)
+        wall = time.time() - t0
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    busy, end = 0.0, -math.inf
+    for start, stop in sorted((e.time_range.start, e.time_range.end) for e in kernels):  # us
+        busy += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    by_name = collections.Counter()
+    for e in kernels:
+        by_name[e.name] += e.time_range.elapsed_us()
+    with warnings.catch_warnings(record=True) as syncs:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            iteration(2 + 2 * iters)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize(device)
+    peak = matmul_throughput(device)
+    return {"s_per_iter": s_per_iter, "tflops": tflop / s_per_iter, "bf16_matmul_tflops": peak / 1e12,
+            "busy_over_wall": busy / 1e6 / wall, "kernels_per_iter": len(kernels) / iters,
+            "host_syncs_per_iter": sum("synchroniz" in str(w.message) for w in syncs),
+            "fallback_convs": sorted({e.name for e in kernels if any(
+                s in e.name.lower() for s in ("vol2col", "col2vol", "im2col", "col2im", "slow_conv"))}),
+            "top_kernels_ms_per_iter": {k: v / 1e3 / iters for k, v in by_name.most_common(15)}}
+
+
+def profile(args: argparse.Namespace) -> None:
+    """The op table of one iteration (on the meta device without a GPU), and on CUDA the GPU's."""
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "meta"))
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # as train.py on CUDA
+        torch.backends.cudnn.benchmark = True
+    count = OpCount()
+    t0 = time.time()
+    iteration = training_iteration(args.preset, args.stage, args.batch, device, args.dtype,
+                                   not args.per_layer_sn, count)
+    iteration(0)  # uncounted: the optimizers' first step creates their state
+    with count:
+        iteration(1)
+    flops = FlopCounterMode(display=False)
+    with flops:  # apart: it decomposes some ops (upsampling) that eager mode runs whole
+        iteration(2)
+    table = op_table(count)
+    sn = "per layer at each access (torch's)" if args.per_layer_sn else "once per step, batched per net"
+    d_steps = train.get_args([]).d_steps
+    print(f"{args.preset} stage {args.stage} batch {args.batch} {args.dtype} on {device}, spectral norm {sn}: "
+          f"the second iteration ({d_steps} D steps + 1 G step), {flops.get_total_flops() / 1e12:.2f} TFLOP, "
+          f"counted in {time.time() - t0:.1f} s")
+    if args.dtype == "bfloat16" and device.type == "meta":
+        print("(autocast does not apply on the meta device: these are float32's counts, without its casts)")
+    print("| phase | non-view ops | of which in nn.GRU | views | CPU scalar reads | top non-view kinds |\n"
+          "|---|---|---|---|---|---|")
+    for phase, r in table["phases"].items():
+        print(f"| {phase} | {r['ops']} | {r['rnn']} | {r['views']} | {r['host']} | "
+              + ", ".join(f"{k} {n}" for k, n in list(r["kinds"].items())[:6]) + " |")
+    print(f"| **iteration** | **{table['ops']}** | {table['rnn']} | {table['views']} | {table['host']} | "
+          + ", ".join(f"{k} {n}" for k, n in table["top_kinds"].items()) + " |")
+    if table["rnn"] and device.type != "cuda":
+        print(f"without nn.GRU's per-time-step ops (one cuDNN op each way on CUDA): {table['ops'] - table['rnn']} "
+              f"non-view ops")
+    result = {"preset": args.preset, "stage": args.stage, "batch": args.batch, "dtype": args.dtype,
+              "device": str(device), "spectral_norm": sn, "tflop_per_iter": flops.get_total_flops() / 1e12, **table}
+    if device.type == "cuda":
+        gpu = result["gpu"] = gpu_profile(iteration, device, result["tflop_per_iter"])
+        print(f"GPU {torch.cuda.get_device_name(device)}, cuDNN {torch.backends.cudnn.version()}: "
+              f"{gpu['s_per_iter']:.3f} s/iter, {gpu['tflops']:.1f} TFLOP/s = "
+              f"{gpu['tflops'] / gpu['bf16_matmul_tflops']:.1%} of a dense bf16 matmul "
+              f"({gpu['bf16_matmul_tflops']:.0f} TFLOP/s); GPU busy {gpu['busy_over_wall']:.0%} of the wall time; "
+              f"{gpu['kernels_per_iter']:.0f} kernels, {gpu['host_syncs_per_iter']} host syncs per iteration; "
+              f"fallback convs: {', '.join(gpu['fallback_convs']) or 'none'}")
+        for name, ms in gpu["top_kernels_ms_per_iter"].items():
+            print(f"  {ms:8.2f} ms/iter  {name[:110]}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
 
 
 # -----------------------------------------------------------------------------
@@ -312,7 +583,93 @@ def i3d_speed(args: argparse.Namespace) -> None:
           f"{rate:.2f} clips/s (first batch {warm:.1f} s); 256 vs 256 videos: {512 / rate / 60:.1f} min")
 
 
+# -----------------------------------------------------------------------------
+# Learnability: can the stage's discriminators tell real from the stage's own start?
+
+@torch.no_grad()
+def held_out_scores(Ds: dict, real: dict, fake: torch.Tensor, frames: torch.Tensor) -> dict:
+    """For each D: "acc", held-out real-vs-fake accuracy by the sign of the logit (real > 0,
+    fake < 0, averaged over the two halves: 0.5 is chance), and "pair", the share of videos
+    whose real version D scores above its fake one (a D that ranks but does not yet classify)."""
+    x, y, c = real["x"], real["y"], real.get("c")
+    logits = {"D_s": (Ds["D_s"](x, y, frames), Ds["D_s"](fake, y, frames)),
+              "D_t": (Ds["D_t"](x, y), Ds["D_t"](fake, y))}
+    if Ds.get("D_m") is not None:
+        logits["D_m"] = (Ds["D_m"](x, c, y), Ds["D_m"](fake, c, y))
+    return {name: {"acc": ((r > 0).float().mean().item() + (f < 0).float().mean().item()) / 2,
+                   "pair": (r > f).float().mean().item()} for name, (r, f) in logits.items()}
+
+
+def learnability(preset: str, stage: int, steps: int = 300, batch: int = 16, n_train: int = 640,
+                 n_val: int = 128, lr_d: float | None = None, flags: tuple[str, ...] = (),
+                 every: int = 50, seed: int = 0) -> list[dict]:
+    """Train the stage's D_s, D_t and D_m alone, with train.py's D loss, optimizer and defaults,
+    against the stage's *frozen untrained* G (its start: for an upscaler the grounded or plain
+    interpolation) on n_train fixed training examples of the built-in data; every `every` steps
+    score them on n_val held-out ones. A D that cannot separate the start from real videos
+    gives G no signal to improve on it. Returns [{"step", "loss", "D_s": {"acc", "pair"}, ...}]."""
+    args = train.get_args(["--preset", preset, "--stage", str(stage), "--seed", str(seed), *flags])
+    lr_d = args.lr_d if lr_d is None else lr_d
+    torch.manual_seed(seed)
+    cfg = train.resolve_config(args, train.make_clips(args, stage_config(preset, stage)).num_classes)
+    G, D_s, D_t, D_m = build_stage(cfg)
+    G.eval()
+    Ds = {"D_s": D_s, "D_t": D_t, "D_m": D_m if args.lambda_m else None}
+    g = torch.Generator().manual_seed(seed)
+
+    def examples(split: str, n: int) -> tuple[dict, torch.Tensor]:
+        clips = train.make_clips(args, cfg, split=split)
+        ex = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=seed)
+        real = torch.utils.data.default_collate([ex[i] for i in range(n)])
+        real = {k: v for k, v in real.items() if k in ("x", "y", "c", "c_context")}
+        if cfg.stage == 1:
+            real["z"] = torch.randn(n, cfg.out_frames, cfg.z_dim, generator=g)
+        else:
+            real["z"] = torch.randn(n, cfg.z_dim, *real["c_context"].shape[2:], generator=g)
+        with torch.no_grad():
+            fake = torch.cat([train.fake_batch(G, cfg, {k: v[i:i + batch] for k, v in real.items()})
+                              for i in range(0, n, batch)])
+        return real, fake
+
+    (train_real, train_fake), (val_real, val_fake) = examples("train", n_train), examples("val", n_val)
+    k = min(cfg.d_frames, cfg.out_frames)
+    val_frames = torch.rand(n_val, cfg.out_frames, generator=g).argsort(dim=1)[:, :k]  # (n_val, k)
+    params = [p for D in Ds.values() if D is not None for p in D.parameters()]
+    opt_D = torch.optim.Adam(params, lr=lr_d, betas=(0.0, 0.999))
+    curve = []
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, n_train, (batch,), generator=g)
+        real = {key: v[idx] for key, v in train_real.items()}
+        loss, _ = losses.d_loss(D_s, D_t, Ds["D_m"], real, train_fake[idx], args.lambda_m, args.mismatch_negatives)
+        opt_D.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_D.step()
+        if step % every == 0 or step == steps:
+            curve.append({"step": step, "loss": round(loss.item(), 4),
+                          **held_out_scores(Ds, val_real, val_fake, val_frames)})
+    return curve
+
+
+def learn(args: argparse.Namespace) -> None:
+    """The learnability table of one stage, printed and written as JSON."""
+    flags = tuple(args.flags.split()) if args.flags else ()
+    curve = learnability(args.preset, args.stage, args.steps, args.batch, args.n_train, args.n_val,
+                         args.lr_d, flags)
+    names = [n for n in ("D_s", "D_t", "D_m") if n in curve[0]]
+    print(f"{args.preset} stage {args.stage}: D trained against the frozen untrained G, batch "
+          f"{args.batch}, {args.n_train} training / {args.n_val} held-out examples"
+          + (f", flags {' '.join(flags)}" if flags else ""))
+    print("| D step | D loss | " + " | ".join(f"{n} acc / pair" for n in names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for r in curve:
+        print(f"| {r['step']} | {r['loss']:.3f} | "
+              + " | ".join(f"{r[n]['acc']:.2f} / {r[n]['pair']:.2f}" for n in names) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"preset": args.preset, "stage": args.stage, "flags": flags, "curve": curve}, f, indent=1)
+
+
 if __name__ == "__main__":
     a = get_args()
-    {"cost": cost, "step": step_time, "sample": sample_sweep, "data": data_speed, "i3d": i3d_speed,
-     "sample-one": sample_one}[a.cmd](a)
+    {"cost": cost, "profile": profile, "step": step_time, "sample": sample_sweep, "data": data_speed, "i3d": i3d_speed,
+     "learn": learn, "sample-one": sample_one}[a.cmd](a)

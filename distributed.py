@@ -5,7 +5,7 @@ Any split of a batch trains what one process at the whole batch trains, because:
   - StepSampler: batch b is the same examples whatever the number of ranks and micro-batches;
   - step_noise: a step's noise and D_s's frames are drawn per example id (WithIds), not per call;
   - micro_batch: DDP all-reduces gradients once per step, and spectral norm's power iteration
-    runs once per step;
+    runs once per step, for all the layers of a net together (SpectralNorms);
   - CrossReplicaBN (--sync-bn): G's batch norm normalises over the whole batch of all ranks.
 Also here: setting up and tearing down the process group, and telling a lost rank's error.
 Imports the random-stream table of videos.py; nothing here imports train.py.
@@ -14,12 +14,14 @@ import contextlib
 import datetime
 import itertools
 import os
+import weakref
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol  # all_reduce with autograd
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
 from videos import STREAMS
@@ -105,17 +107,21 @@ def step_noise(cfg, ids: torch.Tensor, batch: dict, seed: int, stream: str, devi
 # One step over micro-batches and ranks: gradients, spectral norm, batch norm
 
 @contextlib.contextmanager
-def micro_batch(m: int, n: int, ddp_nets: list, nets: list):
+def micro_batch(m: int, n: int, ddp_nets: list, nets: list, batched_sn: bool = True):
     """Micro-batch m of a step's n (forward and backward inside). The DDP modules of ddp_nets
     all-reduce their gradients on the last one only (no_sync before it). Spectral norm runs a
     power iteration at every training forward, so micro-batches after the first would see other
     weights than the first: paused for them, the Ds and G of nets reuse its estimate, and a step
-    updates it once, as one big batch does."""
+    updates it once, as one big batch does. batched_sn: each of nets computes its spectrally
+    normalised weights once, all layers together (spectral_norm_once); else torch's
+    parametrization computes them layer by layer, at each access."""
     with contextlib.ExitStack() as stack:
         if m < n - 1:
             for net in ddp_nets:
                 stack.enter_context(net.no_sync())
         stack.enter_context(power_iterations_paused(nets, paused=m > 0))
+        if batched_sn:
+            stack.enter_context(spectral_norm_once(nets))
         yield
 
 
@@ -130,6 +136,127 @@ def power_iterations_paused(nets: list, paused: bool):
     finally:
         for m in layers:
             m.train(True)
+
+
+# -----------------------------------------------------------------------------
+# Spectral norm once per step, all the layers of a net together
+
+class SpectralNorms:
+    """The layers of a net that torch's spectral_norm parametrization normalises (models.sn), as
+    one flat problem. torch's parametrization computes W / sigma(W) at each access of a layer's
+    weight: in training mode one power iteration (u = W v / |W v|, v = W^T u / |W^T u|, stored
+    in place), then sigma = u^T W v: ~13 ops of its own per layer and access and more in
+    backward, ~45% of the ops of a ssw-128 training iteration (bench.py profile --per-layer-sn).
+    Here all of a net's layers take the same steps together, in ~40 ops whatever their number.
+
+    Layer l's weight is the (h_l, w_l) matrix W_l (dim 0 against the rest); all weights flatten
+    into one vector of N entries, the u's into one of sum h_l, the v's into one of sum w_l, and
+    row[i], col[i] place weight entry i in them: (W_l v_l)_l for every l is one gather, one
+    product and one sum by row (index_add_). The same numbers as torch's, summed in another
+    order (float rounding apart)."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.layers = [m for m in net.modules() if parametrize.is_parametrized(m, "weight")
+                       and isinstance(m.parametrizations.weight[0], _SpectralNorm)]
+        self.sns = [m.parametrizations.weight[0] for m in self.layers]
+        assert all(len(m.parametrizations.weight) == 1 and sn.dim == 0 and m.parametrizations.weight.original.ndim > 1
+                   for m, sn in zip(self.layers, self.sns)), "spectral norm over dim 0 of a matrix or conv, alone"
+        self.h, self.w = [sn._u.numel() for sn in self.sns], [sn._v.numel() for sn in self.sns]
+        self.device = self.sns[0]._u.device if self.sns else None
+        self.usable = bool(self.layers)
+        if not self.usable:
+            return
+        rows, cols, u_at, v_at = [], [], 0, 0
+        for h, w in zip(self.h, self.w):  # on the CPU, once per net; then on the net's device
+            rows.append(u_at + torch.arange(h, dtype=torch.int32).repeat_interleave(w))  # (h*w,): row-major
+            cols.append(v_at + torch.arange(w, dtype=torch.int32).repeat(h))
+            u_at, v_at = u_at + h, v_at + w
+        layer = torch.arange(len(self.layers), dtype=torch.int32)
+        self.row = torch.cat(rows).to(self.device)  # (N,): entry -> its row among all the u's
+        self.col = torch.cat(cols).to(self.device)  # (N,): entry -> its column among all the v's
+        self.u_layer = layer.repeat_interleave(torch.tensor(self.h)).to(self.device)  # (sum h,): its layer
+        self.v_layer = layer.repeat_interleave(torch.tensor(self.w)).to(self.device)  # (sum w,)
+        self.usable = self.serves_cache()
+
+    def serves_cache(self) -> bool:
+        """Does torch's parametrization cache serve our tensors to these layers? A deep copy of a
+        parametrized module keeps the original's cache key (a torch quirk); such a net is left to
+        torch's per-layer computation."""
+        probe, keys = torch.empty(0), [(id(m), "weight") for m in self.layers]
+        with parametrize.cached():
+            parametrize._cache.update(dict.fromkeys(keys, probe))
+            served = all(m.weight is probe for m in self.layers)
+            for key in keys:
+                parametrize._cache.pop(key)
+        return served
+
+    def normalize(self, x: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+        """Each layer's part of x (sum h or sum w,) over its norm, as F.normalize(eps=torch's)."""
+        norms = torch.zeros(len(self.layers), device=x.device).index_add_(0, layer, x * x).sqrt()
+        return x / norms.clamp_min(self.sns[0].eps).index_select(0, layer)
+
+    def fill(self) -> None:
+        """Put every layer's W / sigma(W) in torch's parametrization cache (to be called inside
+        parametrize.cached()), with the autograd graph from the weights if grad mode wants one. In
+        training mode, one power iteration first, u and v updated in place, as torch's would at
+        the access. Gathers are index_select and sums index_add: their backward is deterministic
+        on the CPU (advanced indexing's is not, with threads)."""
+        training = {sn.training for sn in self.sns}
+        assert len(training) == 1, "a net's spectral-norm layers are paused all together"
+        W = torch.cat([m.parametrizations.weight.original.flatten() for m in self.layers])  # (N,)
+        with torch.no_grad():
+            u, v = torch.cat([sn._u for sn in self.sns]), torch.cat([sn._v for sn in self.sns])
+            if training.pop():
+                Wd = W.detach()
+                Wv = torch.zeros_like(u).index_add_(0, self.row, Wd * v.index_select(0, self.col))
+                u = self.normalize(Wv, self.u_layer)                                   # W v / |W v|
+                WTu = torch.zeros_like(v).index_add_(0, self.col, Wd * u.index_select(0, self.row))
+                v = self.normalize(WTu, self.v_layer)                                  # W^T u / |W^T u|
+                torch._foreach_copy_([sn._u for sn in self.sns], list(u.split(self.h)))
+                torch._foreach_copy_([sn._v for sn in self.sns], list(v.split(self.w)))
+            v_at = v.index_select(0, self.col)                                         # (N,)
+        Wv = torch.zeros_like(u).index_add(0, self.row, W * v_at)                      # (sum h,): W_l v_l
+        sigma = torch.zeros(len(self.layers), device=W.device).index_add(0, self.u_layer, u * Wv)  # u_l^T W_l v_l
+        W_sn = W / sigma.index_select(0, self.u_layer).index_select(0, self.row)        # (N,)
+        for m, w in zip(self.layers, W_sn.split([h * w for h, w in zip(self.h, self.w)])):
+            parametrize._cache[(id(m), "weight")] = w.view_as(m.parametrizations.weight.original)
+
+
+_spectral_norms: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # net -> its SpectralNorms
+
+
+def spectral_norms(net: torch.nn.Module) -> SpectralNorms:
+    """net's SpectralNorms, made at the first call (and again if net moved to another device)."""
+    sn = _spectral_norms.get(net)
+    if sn is None or (sn.sns and sn.device != sn.sns[0]._u.device):
+        sn = _spectral_norms[net] = SpectralNorms(net)
+    return sn
+
+
+@contextlib.contextmanager
+def spectral_norm_once(nets: list):
+    """Within it, each of nets computes its spectrally normalised weights once, at its first
+    call, all layers together (SpectralNorms.fill), under that call's grad mode (G's forward in
+    a D step runs under no_grad), and every access reads them from torch's parametrization
+    cache. Each net is called once per step, so a step computes what torch's parametrization
+    computes: in training mode one power iteration per layer, then W / sigma. (A net called
+    twice would reuse its weights, where torch's would run another power iteration.)"""
+    filled = set()
+
+    def fill_once(net: torch.nn.Module, args: tuple) -> None:
+        if net not in filled:
+            filled.add(net)
+            sn = spectral_norms(net)
+            if sn.usable:
+                sn.fill()
+
+    hooks = [net.register_forward_pre_hook(fill_once) for net in nets]
+    try:
+        with parametrize.cached():
+            yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 class CrossReplicaBN(torch.nn.BatchNorm3d):

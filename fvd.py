@@ -8,7 +8,7 @@ time. Checks: the logits of a black video match the TF-Hub module's (within 5e-6
 the reference example (16 black vs 16 white 15-frame 64x64 videos) gives 133.91.
 
     python fvd.py --real real.npy --fake samples/videos.npy --n 2048 --frames 16
-    python sample.py --ckpt out/stage*/ckpt.pt --ladder --n 256   # checkpoints vs their floors
+    python evaluate.py --ckpt out/stage*/ckpt.pt --n 256          # checkpoints vs their floors
 
 From Python (uint8 videos (N, T, H, W, 3), numpy or torch, any H, W):
     fvd(real, fake) -> float
@@ -16,7 +16,7 @@ From Python (uint8 videos (N, T, H, W, 3), numpy or torch, any H, W):
     frechet_distance(mu1, sigma1, mu2, sigma2) -> float
 
 This file imports nothing of the project, its CLI included: it scores arrays of videos.
-Scoring checkpoints against real data and the interpolation floors is sample.py's --ladder.
+Scoring checkpoints against real data and the interpolation floors is evaluate.py's ladder.
 """
 import argparse
 import functools
@@ -457,7 +457,7 @@ def cached_stats(cache: Path, settings: dict, compute: Callable[[], np.ndarray])
 def video_batches(path: Path, n: int, frames: int, batch: int) -> tuple[int, Iterator]:
     """(count, iterator of uint8 (b, frames, H, W, 3)) over the first n videos at `path`: a .npy
     of uint8 (N, T, H, W, 3) (what sample.py writes), or a folder of .npy videos (T, H, W, 3),
-    taken in name order. Other formats: decode them with data.read_video and np.save them."""
+    taken in name order. Other formats: decode them with videos.read_video and np.save them."""
     def check(shape, name):
         if shape[0] < frames:
             raise ValueError(f"{name} has {shape[0]} frames, fewer than --frames {frames}")
@@ -492,7 +492,7 @@ def video_batches(path: Path, n: int, frames: int, batch: int) -> tuple[int, Ite
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Frechet Video Distance with the Kinetics-400 I3D. "
                                             "To score checkpoints against their baselines: "
-                                            "python sample.py --ckpt ... --ladder")
+                                            "python evaluate.py --ckpt ...")
     p.add_argument("--real", type=Path, required=True,
                    help="real videos: a .npy of uint8 (N, T, H, W, 3) or a folder of .npy videos")
     p.add_argument("--fake", type=Path, required=True,

@@ -44,6 +44,7 @@ class StageConfig:
     context: int = 0              # stages >= 2: conditioning frames of context each side of a window
     grounded: bool = False        # stages >= 2: Gup's output projected onto view(x, 2, 2) == c (ground)
     d_ch: int | None = None       # the Ds' base width (d_mults multiply it); None: ch, as G's
+    d_pool: str = "mean"          # how the Ds' heads pool features over pixels and frames: "mean" or "sum"
 
     @property
     def out_frames(self) -> int:
@@ -183,7 +184,7 @@ def ground(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     takes e[k], so view(result, 2, 2) == c with the least change to the kept frames; the frame
     between, 2k+1, takes the mean of e[k] and e[k+1] (the last holds), so corrections move as
     smoothly in time as the interpolation does. (Giving 2k+1 the correction of 2k made a
-    two-frame cadence: README, Measured.) Frame 2k+1 looks one conditioning frame ahead, which
+    two-frame cadence: docs/measured.md.) Frame 2k+1 looks one conditioning frame ahead, which
     Gup's `keep` and receptive radius count: x may end on frame 2Tc - 2, a kept frame that only
     the frame before it needs."""
     error = c - F.avg_pool3d(x[:, :, ::2], (1, 2, 2))                         # (B, C, Tc, Hc, Wc)
@@ -472,16 +473,25 @@ class ProjectionHead(nn.Module):
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)  # (N,)
 
 
+def head_pool(h: torch.Tensor, dims: tuple[int, ...], how: str) -> torch.Tensor:
+    """A discriminator head's pooling over pixels (and frames): "mean" (the default) or "sum"
+    (BigGAN's, DVD-GAN's). A sum makes a logit's scale grow with the number of positions, and
+    with it the logit's spread across videos from their content; the real-vs-fake signal a D
+    must find in an upscaler's start is small (a few grey levels), and under the sum a D trained
+    against that start stays at chance (DESIGN.md section 3; docs/measured.md)."""
+    return h.mean(dim=dims) if how == "mean" else h.sum(dim=dims)
+
+
 class SpatialD(nn.Module):
     """D_s: scores k randomly chosen frames at full resolution with a 2D ResNet; the video's
-    score is the sum over its k frames. x (B, 3, T, H, W) -> (B,)."""
+    score pools its k frames' scores (cfg.d_pool). x (B, 3, T, H, W) -> (B,)."""
 
     def __init__(self, cfg: StageConfig):
         super().__init__()
         chs = [cfg.d_width * m for m in cfg.d_mults]
         n = len(chs)
         assert cfg.out_size // 2 ** (n - 1) == 4, f"D_s: {n} DBlocks take {cfg.out_size} to 4x4? no"
-        self.k = cfg.d_frames
+        self.k, self.pool = cfg.d_frames, cfg.d_pool
         self.blocks = nn.ModuleList(
             DBlock(2, 3 if i == 0 else chs[i - 1], chs[i], (2, 2) if i < n - 1 else (1, 1), preact=i > 0)
             for i in range(n))
@@ -497,8 +507,8 @@ class SpatialD(nn.Module):
         h = frames.transpose(1, 2).reshape(B * k, C, H, W)                   # (B*k, C, H, W)
         for block in self.blocks:
             h = block(h)
-        h = F.relu(h).sum(dim=(2, 3))                                        # (B*k, C')
-        return self.head(h, y.repeat_interleave(k)).view(B, k).sum(1)        # (B,)
+        h = head_pool(F.relu(h), (2, 3), self.pool)                               # (B*k, C')
+        return head_pool(self.head(h, y.repeat_interleave(k)).view(B, k), (1,), self.pool)  # (B,)
 
 
 class TemporalD(nn.Module):
@@ -508,7 +518,7 @@ class TemporalD(nn.Module):
     def __init__(self, cfg: StageConfig, in_ch: int = 3):
         super().__init__()
         chs = [cfg.d_width * m for m in cfg.d_mults[1:]]
-        n = len(chs)
+        n, self.pool = len(chs), cfg.d_pool
         assert cfg.out_size // 2 // 2 ** (n - 1) == 4, f"D_t: {n} DBlocks must reach 4x4"
         self.blocks = nn.ModuleList(
             DBlock(3, in_ch if i == 0 else chs[i - 1], chs[i],
@@ -517,26 +527,34 @@ class TemporalD(nn.Module):
         self.head = ProjectionHead(chs[-1], cfg.classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = F.avg_pool3d(x, (1, 2, 2))                          # (B, C, T, H/2, W/2)
+        return self.score(F.avg_pool3d(x, (1, 2, 2)), y)       # x pooled: (B, C, T, H/2, W/2)
+
+    def score(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The 3D ResNet and head on an input at half the clip's size, (B, in_ch, T, H/2, W/2)."""
         for block in self.blocks:
             h = block(h)
-        h = F.relu(h).sum(dim=(2, 3, 4))                        # (B, C')
+        h = head_pool(F.relu(h), (2, 3, 4), self.pool)          # (B, C')
         return self.head(h, y)                                  # (B,)
 
 
 class MatchingD(TemporalD):
-    """D_m: is window x grounded in conditioning view c? Scores the pair (x, upsample(c))
-    stacked on channels (6 channels) with D_t's architecture. Real pairs are
-    (x, view(x, 2, 2)); fake pairs are (Gup(c, z, y), c). Like D_t it first pools space by 2,
-    where the pair relation view(x, 2, 2) = c lives; that keeps D_m as cheap as D_t."""
+    """D_m: is window x grounded in conditioning view c? Scores the pair with D_t's architecture,
+    at the conditioning's size: x's pixels folded into channels, 2x2 blocks to 12 channels
+    (space-to-depth, lossless), stacked with c (each frame of c beside the two frames it makes):
+    15 channels at (T, H/2, W/2). Real pairs are (x, view(x, 2, 2)); fake pairs (Gup(c, z, y), c).
+    D_m sees every output pixel, so it can judge the detail a stage adds against c; pooled by 2,
+    as D_t is, it would see only view(x, 2, 2), which grounding makes equal to c on every kept
+    frame (DESIGN.md section 3). As cheap as D_t but for its first conv's input channels."""
 
     def __init__(self, cfg: StageConfig):
-        super().__init__(cfg, in_ch=6)
+        super().__init__(cfg, in_ch=15)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B, C, T, H, W = x.shape
-        c_up = F.interpolate(c, size=(T, H, W), mode="nearest")  # (B, 3, T, H, W)
-        return super().forward(torch.cat([x, c_up], dim=1), y)   # (B,)
+        folded = F.pixel_unshuffle(x.transpose(1, 2).reshape(B * T, C, H, W), 2)   # (B*T, 4C, H/2, W/2)
+        folded = folded.view(B, T, 4 * C, H // 2, W // 2).transpose(1, 2)        # (B, 4C, T, H/2, W/2)
+        c_t = F.interpolate(c, size=(T, H // 2, W // 2), mode="nearest")         # (B, 3, T, H/2, W/2)
+        return self.score(torch.cat([folded, c_t], dim=1), y)                    # (B,)
 
 
 def build_stage(cfg: StageConfig) -> tuple[nn.Module, SpatialD, TemporalD, MatchingD | None]:

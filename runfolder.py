@@ -119,6 +119,7 @@ def stage_config_of(path: str, cfg: dict) -> StageConfig:
                          f"written by another version of models.py: sample it with the version that wrote it, "
                          f"or retrain the stage.")
     cfg = {k: v for k, v in cfg.items() if k in known}
+    cfg.setdefault("d_pool", "sum")  # checkpoints from before d_pool existed: their Ds pooled by sum
     return StageConfig(**{**cfg, "g_mults": tuple(cfg["g_mults"]), "d_mults": tuple(cfg["d_mults"])})
 
 

@@ -23,7 +23,7 @@ from the budget, once. Rerunning continues: finished runs are not touched, measu
 cached in results.json under the steps they were made at.
 
 Arms 2 and 3 ablate tiny's stage 2 (8@8 -> 16@16), not stage 3 (which makes the final size):
-a step costs about half (README, Measured), so the ablations get twice the steps, and stage 2
+a step costs about half (docs/measured.md), so the ablations get twice the steps, and stage 2
 is the one that beat its interpolation floor in the measured ladders, so there is something
 for an ablation to take away.
 """
@@ -289,7 +289,7 @@ def chain_seams(args: argparse.Namespace, chain: list) -> list[list]:
     stage chunked with that overlap (0, 1, ..., R, 2R), against the whole-video pass (chunk past
     the video, overlap R: the upscalers see the video mirrored past its ends)."""
     cfg, R = chain[-1][0], max(G.receptive_radius for _, G in chain[1:])
-    y = torch.arange(args.fvd_n) % max(cfg.num_classes, 1)
+    y = torch.arange(args.fvd_n) % cfg.classes
 
     def make(chunk, overlap):  # the same noise every time
         g = torch.Generator().manual_seed(evaluate.FVD_SEED)

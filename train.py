@@ -82,6 +82,9 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--no-grounded leaves that to D_m alone, as the paper does")
     p.add_argument("--d-ch", type=int, default=None, help="base channel width of D_s, D_t and D_m (default: the "
                                                           "preset's, G's width); recorded in the checkpoint")
+    p.add_argument("--d-pool", default="mean", choices=["mean", "sum"],
+                   help="how the Ds' heads pool over pixels and frames: mean, or sum as BigGAN/DVD-GAN "
+                        "(under a sum, Ds trained against an upscaler's start stay at chance); recorded in the checkpoint")
     p.add_argument("--lambda-m", type=float, default=LAMBDA_M,
                    help="weight of the matching discriminator D_m (stages >= 2); 0 removes D_m")
     p.add_argument("--lambda-rec", type=float, default=LAMBDA_REC,
@@ -125,7 +128,7 @@ def make_clips(args: argparse.Namespace, cfg: StageConfig, split: str = "train")
 
 def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
     """The preset's row for the stage, with the flags that change the networks applied."""
-    overrides = {"num_classes": num_classes}
+    overrides = {"num_classes": num_classes, "d_pool": args.d_pool}
     if args.frame_stride is not None:
         overrides["frame_stride"] = args.frame_stride
     if args.window is not None:
@@ -165,6 +168,15 @@ def ema_update(G_ema, G, decay: float, step: int) -> None:
     torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - d)
     for b_ema, b in zip(G_ema.buffers(), G.buffers()):
         b_ema.copy_(b)
+
+
+def optimizers(G, Ds: list, args: argparse.Namespace) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """(opt_G, opt_D): Adam with BigGAN's betas (0, 0.999), opt_D over the parameters of all Ds.
+    foreach: each update is a dozen multi-tensor ops, whatever the number of tensors (torch's
+    default on GPUs, but not on the CPU or the meta device bench.py profile counts on)."""
+    opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(0.0, 0.999), foreach=True)
+    opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=(0.0, 0.999), foreach=True)
+    return opt_G, opt_D
 
 
 # -----------------------------------------------------------------------------
@@ -249,8 +261,7 @@ def train(args: argparse.Namespace) -> dict:
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         if args.sync_bn and world > 1:  # same parameters and buffers, so checkpoints do not change
             G = cross_replica_bn(G)
-        opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(0.0, 0.999))
-        opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=(0.0, 0.999))
+        opt_G, opt_D = optimizers(G, Ds, args)
         nets = {"G": G, "G_ema": G_ema, "D_s": D_s, "D_t": D_t, "D_m": D_m}  # as the checkpoint names them
         opts = {"opt_G": opt_G, "opt_D": opt_D}
         for name, m in nets.items():  # one line per network (G_ema is a copy of G)
@@ -301,6 +312,17 @@ def train(args: argparse.Namespace) -> dict:
 
         # --- the loop: D steps, a G step, EMA, then the bookkeeping
         status = Status(args.out, device, step, main, args.batch_size * args.grad_accum * world)
+
+        def score_fvd(step: int) -> None:
+            """The stage's rung of the ladder, appended to log.jsonl: G_ema's FVD and its cost."""
+            t_fvd = time.time()  # logged: what a score costs (s/it leaves it out)
+            fvd_score = stage_fvd(cfg, G_ema, args.data, args.fvd_n, device, os.path.join(args.out, "fvd-stats"))
+            status.append({"step": step, "fvd": round(fvd_score, 2), "fvd_n": args.fvd_n,
+                           "fvd_s": round(time.time() - t_fvd, 2)})
+            print(f"step {step} | FVD {fvd_score:.1f} ({args.fvd_n} videos)", flush=True)
+
+        if main and args.fvd_every and step == 0:  # the curve starts at the stage's own start
+            score_fvd(0)
         step0 = step
         log_due, sample_due = Every(args.log_every, STATUS_SECONDS), Every(args.sample_every, SAMPLE_SECONDS)
         ckpt_due = Every(args.ckpt_every, CKPT_SECONDS)
@@ -309,7 +331,8 @@ def train(args: argparse.Namespace) -> dict:
                 micro = next_batch("d_noise")
                 opt_D.zero_grad(set_to_none=True)
                 for m, batch in enumerate(micro):  # --grad-accum; DDP syncs grads on the last (no_sync before)
-                    with micro_batch(m, len(micro), ddp_D, [G, *Ds]):
+                    # spectral norm batched per net (not under --compile: its per-step hooks would recompile)
+                    with micro_batch(m, len(micro), ddp_D, [G, *Ds], batched_sn=not args.compile):
                         with autocast:
                             with torch.no_grad():
                                 x_fake = fake_batch(G_ddp, cfg, batch)
@@ -324,7 +347,7 @@ def train(args: argparse.Namespace) -> dict:
             opt_G.zero_grad(set_to_none=True)
             for m, batch in enumerate(micro):
                 batch = {**batch, **step_noise(cfg, batch["id"], batch, args.seed, "g_noise", device)}
-                with micro_batch(m, len(micro), ddp_G, [G, *Ds]):
+                with micro_batch(m, len(micro), ddp_G, [G, *Ds], batched_sn=not args.compile):
                     with autocast:
                         x_fake = fake_batch(G_ddp, cfg, batch)
                         loss_G, stats = g_loss(D_s, D_t, D_m, batch, x_fake, args.lambda_m, args.lambda_rec)
@@ -346,12 +369,8 @@ def train(args: argparse.Namespace) -> dict:
                 path = os.path.join(args.out, "samples", f"step{step:07d}.gif")
                 with autocast:
                     status.samples(step, path, write_samples(path, G_ema, cfg, fixed))
-            if args.fvd_every and step % args.fvd_every == 0:  # the stage's rung of the ladder
-                t_fvd = time.time()  # logged: what a score costs (s/it leaves it out)
-                fvd_score = stage_fvd(cfg, G_ema, args.data, args.fvd_n, device, os.path.join(args.out, "fvd-stats"))
-                status.append({"step": step, "fvd": round(fvd_score, 2), "fvd_n": args.fvd_n,
-                               "fvd_s": round(time.time() - t_fvd, 2)})
-                print(f"step {step} | FVD {fvd_score:.1f} ({args.fvd_n} videos)", flush=True)
+            if args.fvd_every and step % args.fvd_every == 0:
+                score_fvd(step)
             if ckpt_due(step):
                 status.check_finite(step, nets)  # never a checkpoint of a diverged run
                 save_checkpoint(ckpt_path, train_state(step, nets, opts, device, args, cfg))

@@ -1,9 +1,10 @@
 """The cost claim of DESIGN.md section 7, on the meta device (shapes only, no arithmetic):
 an upscaling stage's training step costs the same whatever the clip length; stage 1 (and so
 the single-stage baseline) grows with it."""
+import json
 import re
 
-from bench import get_args, step_cost, step_time
+from bench import PHASES, get_args, profile, step_cost, step_time
 
 
 def test_upscaling_stage_cost_does_not_grow_with_video_length():
@@ -48,3 +49,36 @@ def test_step_reports_flops_against_the_conv_alone(capsys):
     assert re.search(r"tiny stage 1 batch 2 float32 eager on cpu: .* s/step", out)
     assert re.search(r"achieved [\d.e-]+ TFLOP/s .* = [\d.]+% of the step's dominant conv alone: Conv", out)
     assert "matmul" not in out
+
+
+def test_discriminators_learn_to_tell_real_from_the_stage_start():
+    """bench.py learn, small: tiny stage 2's Ds trained alone against the frozen untrained G (the
+    grounded interpolation it starts from) separate held-out real windows from it, where a D
+    that cannot learn (lr 0) stays at chance. A D at chance gives G nothing to improve on."""
+    from bench import learnability
+    small = dict(steps=100, batch=16, n_train=128, n_val=64, every=100)
+    learned, crippled = learnability("tiny", 2, **small)[-1], learnability("tiny", 2, lr_d=0.0, **small)[-1]
+    assert learned["D_s"]["acc"] >= 0.62 and learned["D_s"]["pair"] >= 0.9, learned
+    assert all(crippled[d]["acc"] <= 0.55 for d in ("D_s", "D_t", "D_m")), crippled
+    assert learned["loss"] < crippled["loss"] - 0.2
+
+
+def test_profile_counts_the_ops_of_each_phase(tmp_path, capsys):
+    """bench.py profile on the meta device: every phase of an iteration dispatches ops; stage
+    1's GRU is told apart (cuDNN runs it as one op on CUDA); the optimizers' step counters are
+    CPU scalars; and spectral norm batched per net (train.py's) dispatches far fewer ops than
+    torch's parametrization per layer (--per-layer-sn), the GRU and optimizers alike."""
+    runs = []
+    for flags in ([], ["--per-layer-sn"]):
+        path = tmp_path / "profile.json"
+        profile(get_args(["profile", "--preset", "tiny", "--stage", "1", "--batch", "2", "--device", "meta",
+                          "--json", str(path), *flags]))
+        runs.append(json.loads(path.read_text()))
+    batched, per_layer = runs
+    assert all(batched["phases"][p]["ops"] > 0 for p in PHASES)
+    assert batched["views"] > 0 and batched["host"] > 0 and 0 < batched["rnn"] == per_layer["rnn"]
+    for p in ("noise", "opt_D.step", "opt_G.step", "EMA", "status"):
+        assert batched["phases"][p] == per_layer["phases"][p], p
+    assert batched["ops"] - batched["rnn"] < 0.65 * (per_layer["ops"] - per_layer["rnn"])
+    assert "mv" in per_layer["top_kinds"] and "mv" not in batched["phases"]["D steps"]["kinds"]
+    assert re.search(r"\| \*\*iteration\*\* \| \*\*\d+\*\* \|", capsys.readouterr().out)

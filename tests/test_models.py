@@ -7,7 +7,10 @@ import torch
 import torch.nn as nn
 
 from data import view
+from distributed import micro_batch, spectral_norm_once, spectral_norms
+from losses import d_loss, g_loss
 from models import PRESETS, G1, GBlock, Gup, build_stage, ground, stage_config, upsample
+from train import fake_batch
 
 
 def tiny(stage: int, **kw):
@@ -85,6 +88,75 @@ def test_spectral_norm_on_every_conv_and_linear(stage):
         assert layers
         for m in layers:
             assert hasattr(m, "parametrizations") and "weight" in m.parametrizations, m
+
+
+def spectral_norm_layers(net) -> dict:
+    return {name: m for name, m in net.named_modules() if hasattr(m, "parametrizations")}
+
+
+def spectral_norm_buffers(net) -> dict:
+    return {k: v for k, v in net.state_dict().items() if k.endswith(("._u", "._v"))}
+
+
+@pytest.mark.parametrize("stage", [1, 3])
+def test_batched_spectral_norm_trains_as_torchs_parametrization(stage):
+    """distributed.micro_batch computes each net's spectrally normalised weights once per step,
+    all its layers together (SpectralNorms); torch's parametrization computes them per layer at
+    each access. From power-iteration vectors u, v far from converged (so one iteration more or
+    less would show): the same normalised weights, and in a D step, a G step and a --grad-accum
+    micro-batch after the first (power iteration paused) the same losses, gradients and u, v,
+    float rounding apart."""
+    torch.manual_seed(0)
+    cfg = tiny(stage, context=1) if stage > 1 else tiny(stage)
+    batched = [net for net in build_stage(cfg) if net is not None]
+    per_layer = copy.deepcopy(batched)  # a deep copy: torch's parametrization cache would not serve it
+    for net, twin in zip(batched, per_layer):
+        assert spectral_norms(net).usable
+        for (k, buffer), twin_buffer in zip(spectral_norm_buffers(net).items(), spectral_norm_buffers(twin).values()):
+            buffer.copy_(nn.functional.normalize(torch.randn_like(buffer), dim=0))
+            twin_buffer.copy_(buffer)
+
+    with spectral_norm_once(batched):  # one power iteration, then W / sigma, per layer
+        for net in batched:
+            spectral_norms(net).fill()
+        got = [{k: m.weight for k, m in spectral_norm_layers(net).items()} for net in batched]
+    want = [{k: m.weight for k, m in spectral_norm_layers(net).items()} for net in per_layer]  # the same, by torch
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+    B, k = 2, min(cfg.d_frames, cfg.out_frames)
+    batch = {"x": torch.rand(B, 3, cfg.out_frames, cfg.out_size, cfg.out_size) * 2 - 1, "y": torch.tensor([0, 2]),
+             "frames": torch.rand(2, B, cfg.out_frames).argsort(dim=2)[..., :k]}
+    if stage == 1:
+        batch["z"] = torch.randn(B, cfg.out_frames, cfg.z_dim)
+    else:
+        batch["c"] = view(batch["x"], 2, 2)
+        batch["c_context"] = torch.rand(B, 3, cfg.cond_frames + 2, cfg.cond_size, cfg.cond_size) * 2 - 1
+        batch["z"] = torch.randn(B, cfg.z_dim, *batch["c_context"].shape[2:])
+
+    def steps(nets, batched_sn: bool, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A D step's and a G step's forward and backward, as micro-batch m of 2 in train.py."""
+        G, D_s, D_t, D_m = nets + [None] * (4 - len(nets))
+        Ds = nets[1:]
+        with micro_batch(m, 2, [], nets, batched_sn=batched_sn):
+            with torch.no_grad():
+                x_fake = fake_batch(G, cfg, batch)
+            loss_D, _ = d_loss(D_s, D_t, D_m, batch, x_fake)
+            loss_D.backward()
+        for D in Ds:
+            D.requires_grad_(False)
+        with micro_batch(m, 2, [], nets, batched_sn=batched_sn):
+            loss_G, _ = g_loss(D_s, D_t, D_m, batch, fake_batch(G, cfg, batch))
+            loss_G.backward()
+        for D in Ds:
+            D.requires_grad_(True)
+        return loss_D, loss_G
+
+    for m in (0, 1):
+        torch.testing.assert_close(steps(batched, True, m), steps(per_layer, False, m), rtol=1e-5, atol=1e-6)
+        for net, twin in zip(batched, per_layer):
+            torch.testing.assert_close(spectral_norm_buffers(net), spectral_norm_buffers(twin), rtol=0, atol=1e-6)
+            for (name, p), q in zip(net.named_parameters(), twin.parameters()):
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_gup_receptive_radius_matches_probe():

@@ -190,11 +190,13 @@ def test_smoke_with_option(tmp_path, flags):
 
 @pytest.mark.parametrize("stage", [1, 3])
 def test_fvd_every_logs_the_stage_score(tmp_path, stage):
-    """--fvd-every: the stage's FVD rung lands in log.jsonl at those steps, as sample.py's
-    ladder scores that stage (its own videos, or its output on real views of its input)."""
+    """--fvd-every: the stage's FVD rung lands in log.jsonl at those steps, as evaluate.py's
+    ladder scores that stage (its own videos, or its output on real views of its input), and
+    the curve starts at step 0, the untrained stage: what training must improve on."""
     run(tmp_path, "--fvd-every", "2", "--fvd-n", "3", stage=stage, iters=2)
     scores = [r for r in read_log(str(tmp_path / "run" / "log.jsonl")) if "fvd" in r]
-    assert [(r["step"], r["fvd_n"]) for r in scores] == [(2, 3)] and scores[0]["fvd"] > 0
+    assert [(r["step"], r["fvd_n"]) for r in scores] == [(0, 3), (2, 3)]
+    assert all(r["fvd"] > 0 for r in scores) and scores[0]["fvd"] != scores[1]["fvd"]
     assert len(list((tmp_path / "run" / "fvd-stats").glob("*.npz"))) == 1
 
 
