@@ -458,6 +458,20 @@ def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, con
     return G(c, z, y, keep=c.shape[2] - 2 * context)  # (B, 3, 2n, 2Hc, 2Wc)
 
 
+def fake_batch(G, cfg: StageConfig, batch: dict) -> torch.Tensor:
+    """G's videos for a batch, (B, 3, T, H, W): G1(z, y) for stage 1; for the upscaling stages,
+    Gup on each window's conditioning with its context, cropped to the window: a sampling chunk
+    (upscale_chunk). The noise is batch["z"] where the batch brings it (step_noise, the fixed
+    sample grids), else fresh."""
+    y, z = batch["y"], batch.get("z")
+    if cfg.stage == 1:
+        return G(torch.randn(len(y), cfg.out_frames, cfg.z_dim, device=y.device) if z is None else z, y)
+    c = batch["c_context"]                                             # (B, 3, Tc + 2 context, Hc, Wc)
+    if z is None:
+        z = torch.randn(len(y), cfg.z_dim, *c.shape[2:], device=y.device)  # noise for every chunk frame
+    return upscale_chunk(G, c, z, y, cfg.context)                      # (B, 3, T, H, W): the window
+
+
 # -----------------------------------------------------------------------------
 # Discriminators: ResNets with a projection head on y (Miyato & Koyama 2018)
 

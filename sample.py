@@ -11,7 +11,8 @@ depends on the chunk, not on the video's length.
     python sample.py --ckpt ... --frames 1000   # longer than training: G1 unrolls further
 
 Writes video_000.gif ..., grid.gif, videos.npy (uint8 (N, T, H, W, 3)) and, with PyAV, .mp4.
-Scoring a chain (the FVD ladder) is evaluate.py's.
+Also the sample grids train.py writes during training (write_samples). Scoring a chain (the
+FVD ladder) is evaluate.py's.
 """
 import argparse
 import math
@@ -22,8 +23,8 @@ import time
 import numpy as np
 import torch
 
-from data import mirrored, to_uint8
-from models import G1, Gup, StageConfig, upscale_chunk
+from data import StageExamples, mirrored, to_uint8, view
+from models import G1, Gup, StageConfig, fake_batch, upsample, upscale_chunk
 from runfolder import load_checkpoint, load_weights
 from videos import video_grid, write_gif, write_mp4
 
@@ -184,6 +185,50 @@ def write_videos(out: str, videos: np.ndarray, fps: int) -> None:
     except ImportError as e:
         print(f"no MP4 written: {e}")
     print(f"wrote {out}/: videos.npy, grid.gif, video_*.gif")
+
+
+GRID_MAX = 32  # videos in a stage-1 sample grid at most, as StyleGAN2-ADA caps its grids
+
+
+# -----------------------------------------------------------------------------
+# Training's sample grids (train.py writes one every --sample-every steps)
+
+def grounding_error(x_fake: torch.Tensor, c: torch.Tensor) -> float:
+    """mean |view(x_fake, 2, 2) - c|: how far an upscaled window strays from its view (0 = exact).
+    x_fake (B, 3, T, H, W), c (B, 3, T/2, H/2, W/2), both in [-1, 1]."""
+    return (view(x_fake, 2, 2) - c).abs().mean().item()
+
+
+@torch.no_grad()
+def write_samples(path: str, G_ema, cfg: StageConfig, fixed: dict) -> float | None:
+    """Stage 1: a grid GIF, one row per class, from the fixed z. Stages >= 2: rows of
+    [upsample(c), the interpolation floor | G_ema's window | real window] for fixed held-out
+    windows; returns the grounding error on them (None for stage 1)."""
+    x = fake_batch(G_ema, cfg, fixed)                                  # (N, 3, T, H, W)
+    if cfg.stage == 1:
+        write_gif(path, video_grid(to_uint8(x.float().cpu()), nrow=fixed["nrow"]))
+        return None
+    c, x_real = fixed["c"], fixed["x"]
+    rows = torch.stack([upsample(c), x, x_real], dim=1).flatten(0, 1)  # (3N, 3, T, H, W)
+    write_gif(path, video_grid(to_uint8(rows.float().cpu()), nrow=3))
+    return grounding_error(x, c)
+
+
+def fixed_inputs(cfg: StageConfig, heldout: StageExamples | None, device: torch.device, seed: int) -> dict:
+    """What every sample grid of a run is made from: fixed noise, and for stages >= 2 the first
+    windows of `heldout`, examples of the held-out split. Stage 1 shows at most GRID_MAX videos:
+    up to 4 per class (a row each), of classes spread evenly over all of them."""
+    g = torch.Generator().manual_seed(seed)
+    if cfg.stage == 1:
+        per_class = max(1, min(4, GRID_MAX // cfg.classes))
+        shown = min(cfg.classes, GRID_MAX // per_class)
+        y = torch.linspace(0, cfg.classes - 1, shown).round().long().repeat_interleave(per_class)
+        z = torch.randn(len(y), cfg.out_frames, cfg.z_dim, generator=g)
+        return {"z": z.to(device), "y": y.to(device), "nrow": per_class if per_class > 1 else 8}
+    batch = torch.utils.data.default_collate([heldout[i] for i in range(4)])
+    batch["z"] = torch.randn(4, cfg.z_dim, *batch["c_context"].shape[2:], generator=g)
+    return {k: v.to(device) for k, v in batch.items()}
+
 
 
 def main(argv: list[str] | None = None) -> np.ndarray:

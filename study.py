@@ -455,8 +455,8 @@ def stage2_measures(args: argparse.Namespace, plan: dict, results: Results) -> d
           list(range(0, cfg.video_frames, 2)), 3)
     return {"cfg": cfg, "R": G.receptive_radius, "steps": n, "floor": floor, "rung": rung,
             "views": f"{c[0].shape[2]}@{c[0].shape[3]}",
-            "floor_grounding": train.grounding_error(upsample(c[0]), c[0]),
-            "grounding": {r: train.grounding_error(xr, c[0]) for r, xr in zip(names, x)},
+            "floor_grounding": sample.grounding_error(upsample(c[0]), c[0]),
+            "grounding": {r: sample.grounding_error(xr, c[0]) for r, xr in zip(names, x)},
             "seam_R": {r: seams_of(xr, cfg) for r, xr in zip(names, x)},
             "seam_0": {r: seams_of(xr, cfg) for r, xr in x0.items()}}
 

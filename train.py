@@ -28,19 +28,19 @@ from dataclasses import asdict
 import torch
 
 import distributed
-from data import StageExamples, open_clips, to_uint8, view
+from data import StageExamples, open_clips
 from distributed import StepSampler, WithIds, cross_replica_bn, micro_batch, step_noise
 from evaluate import stage_fvd
 from losses import LAMBDA_M, LAMBDA_REC, d_loss, g_loss
-from models import PRESETS, Gup, StageConfig, build_stage, stage_config, upscale_chunk, upsample
+from models import PRESETS, Gup, StageConfig, build_stage, fake_batch, stage_config
 from runfolder import (CheckpointWriteError, Every, FolderInUse, Status, TrainingDiverged, atomic_file, lock_folder,
                        quiet_worker, restore_state, save_checkpoint, stop_on_signals, train_state)
-from videos import Clips, video_grid, write_gif
+from sample import fixed_inputs, write_samples
+from videos import Clips
 
 STATUS_SECONDS = 30      # a status line at least this often, whatever --log-every says
 SAMPLE_SECONDS = 240     # a sample grid at least this often (and after the first step)
 CKPT_SECONDS = 600       # a checkpoint at least this often
-GRID_MAX = 32            # videos in a stage-1 sample grid at most, as StyleGAN2-ADA caps its grids
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -145,20 +145,6 @@ def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
 # -----------------------------------------------------------------------------
 # The fake batch, and G_ema
 
-def fake_batch(G, cfg: StageConfig, batch: dict) -> torch.Tensor:
-    """G's videos for a batch, (B, 3, T, H, W): G1(z, y) for stage 1; for the upscaling stages,
-    Gup on each window's conditioning with its context, cropped to the window: a sampling chunk
-    (upscale_chunk). The noise is batch["z"] where the batch brings it (step_noise, the fixed
-    sample grids), else fresh."""
-    y, z = batch["y"], batch.get("z")
-    if cfg.stage == 1:
-        return G(torch.randn(len(y), cfg.out_frames, cfg.z_dim, device=y.device) if z is None else z, y)
-    c = batch["c_context"]                                             # (B, 3, Tc + 2 context, Hc, Wc)
-    if z is None:
-        z = torch.randn(len(y), cfg.z_dim, *c.shape[2:], device=y.device)  # noise for every chunk frame
-    return upscale_chunk(G, c, z, y, cfg.context)                      # (B, 3, T, H, W): the window
-
-
 @torch.no_grad()
 def ema_update(G_ema, G, decay: float, step: int) -> None:
     """G_ema <- lerp towards G. The decay warms up as min(decay, (1 + step) / (10 + step)), as in
@@ -177,46 +163,6 @@ def optimizers(G, Ds: list, args: argparse.Namespace) -> tuple[torch.optim.Adam,
     opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(0.0, 0.999), foreach=True)
     opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=(0.0, 0.999), foreach=True)
     return opt_G, opt_D
-
-
-# -----------------------------------------------------------------------------
-# Sample grids
-
-def grounding_error(x_fake: torch.Tensor, c: torch.Tensor) -> float:
-    """mean |view(x_fake, 2, 2) - c|: how far an upscaled window strays from its view (0 = exact).
-    x_fake (B, 3, T, H, W), c (B, 3, T/2, H/2, W/2), both in [-1, 1]."""
-    return (view(x_fake, 2, 2) - c).abs().mean().item()
-
-
-@torch.no_grad()
-def write_samples(path: str, G_ema, cfg: StageConfig, fixed: dict) -> float | None:
-    """Stage 1: a grid GIF, one row per class, from the fixed z. Stages >= 2: rows of
-    [upsample(c), the interpolation floor | G_ema's window | real window] for fixed held-out
-    windows; returns the grounding error on them (None for stage 1)."""
-    x = fake_batch(G_ema, cfg, fixed)                                  # (N, 3, T, H, W)
-    if cfg.stage == 1:
-        write_gif(path, video_grid(to_uint8(x.float().cpu()), nrow=fixed["nrow"]))
-        return None
-    c, x_real = fixed["c"], fixed["x"]
-    rows = torch.stack([upsample(c), x, x_real], dim=1).flatten(0, 1)  # (3N, 3, T, H, W)
-    write_gif(path, video_grid(to_uint8(rows.float().cpu()), nrow=3))
-    return grounding_error(x, c)
-
-
-def fixed_inputs(cfg: StageConfig, heldout: StageExamples | None, device: torch.device, seed: int) -> dict:
-    """What every sample grid of a run is made from: fixed noise, and for stages >= 2 the first
-    windows of `heldout`, examples of the held-out split. Stage 1 shows at most GRID_MAX videos:
-    up to 4 per class (a row each), of classes spread evenly over all of them."""
-    g = torch.Generator().manual_seed(seed)
-    if cfg.stage == 1:
-        per_class = max(1, min(4, GRID_MAX // cfg.classes))
-        shown = min(cfg.classes, GRID_MAX // per_class)
-        y = torch.linspace(0, cfg.classes - 1, shown).round().long().repeat_interleave(per_class)
-        z = torch.randn(len(y), cfg.out_frames, cfg.z_dim, generator=g)
-        return {"z": z.to(device), "y": y.to(device), "nrow": per_class if per_class > 1 else 8}
-    batch = torch.utils.data.default_collate([heldout[i] for i in range(4)])
-    batch["z"] = torch.randn(4, cfg.z_dim, *batch["c_context"].shape[2:], generator=g)
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 # -----------------------------------------------------------------------------

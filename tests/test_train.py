@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+import sample as sample_module
 import train as train_module
 from data import StageExamples, to_float, view
 from losses import d_hinge
@@ -239,7 +240,7 @@ def test_stage1_sample_grid_is_capped_with_classes_spread_evenly(num_classes, sh
     cfg = stage_config("tiny", 1, num_classes=num_classes)
     fixed = train_module.fixed_inputs(cfg, None, torch.device("cpu"), seed=0)
     y = fixed["y"].tolist()
-    assert len(y) == shown * per_class <= train_module.GRID_MAX
+    assert len(y) == shown * per_class <= sample_module.GRID_MAX
     assert y == sorted(y) and len(set(y)) == shown and all(y.count(c) == per_class for c in set(y))
     assert y[0] == 0 and y[-1] == max(num_classes - 1, 0)  # first to last class, evenly between
     gaps = {b - a for a, b in zip(sorted(set(y)), sorted(set(y))[1:])}
