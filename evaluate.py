@@ -24,6 +24,7 @@ import fvd
 from data import StageExamples, open_clips, to_uint8
 from models import StageConfig, build_stage, upsample
 from sample import generate, load_chain, upscale
+from videos import STREAMS
 
 FVD_SEED = 2024  # the real clips and the noise scored: a fixed draw, apart from training's seeds
 
@@ -148,7 +149,8 @@ def real_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: in
     settings = {"real": source if source == "synthetic" else os.path.abspath(source), "n": n,
                 "frames": frames, "clip": [cfg.clip_frames, cfg.clip_size, cfg.frame_stride],
                 "view": [cfg.view_s, cfg.view_t], "seed": FVD_SEED, "split": "val",
-                "weights": model.weights_id}
+                "weights": model.weights_id,
+                "streams": STREAMS}  # the random streams that draw the clips: new tags, new clips
     name = f"real-{os.path.basename(os.path.abspath(source))}-{cfg.preset}-stage{cfg.stage}-n{n}-f{frames}.npz"
     mu, sigma, _ = fvd.cached_stats(Path(cache_dir) / name, settings, lambda: fvd.video_features(
         (for_i3d(x, frames) for x, _ in real_views(source, cfg, n, batch)), model, n, progress=True))
