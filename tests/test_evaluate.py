@@ -5,27 +5,14 @@ ratios to the floor and to the start."""
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import evaluate
 from evaluate import frame_stats, pair_cadence, seam_error, seam_frames
 from models import build_stage, ground, stage_config, upsample
 from sample import load_chain
+from test_study import PooledPixels  # the I3D stand-in, for speed alone
 
 CPU = torch.device("cpu")
-
-
-class PooledPixels(torch.nn.Module):
-    """A stand-in for I3D, for speed alone (as in test_study.py): 400 features of pooled pixels.
-    Everything around it, the ladder's FVD code included, is real."""
-    weights_id = "test: pooled pixels"
-
-    def __init__(self):
-        super().__init__()
-        self.project = torch.nn.Linear(3 * 2 * 4 * 4, 400)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:                # (B, 3, T, 224, 224)
-        return self.project(F.adaptive_avg_pool3d(x, (2, 4, 4)).flatten(1))  # (B, 400)
 
 
 def test_seam_error_by_hand():
