@@ -112,7 +112,8 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int, grounded: b
     Upscaling stages train with their default context, R conditioning frames each side, in the
     paper's form, or as train.py trains them by default: `grounded` (models.ground), with its
     L1 term (--lambda-rec)."""
-    d_steps, lambda_rec = 2, train.get_args([]).lambda_rec if grounded else 0.0
+    recipe = train.get_args(["--preset", preset, "--stage", str(stage)])  # what train.py would train with
+    d_steps, lambda_rec = recipe.d_steps, recipe.lambda_rec if grounded else 0.0
     cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames, grounded=grounded)
     if stage > 1:
         cfg = stage_config(preset, stage, num_classes=5, clip_frames=clip_frames, grounded=grounded,
@@ -390,7 +391,7 @@ def profile(args: argparse.Namespace) -> None:
         iteration(2)
     table = op_table(count)
     sn = "per layer at each access (torch's)" if args.per_layer_sn else "once per step, batched per net"
-    d_steps = train.get_args([]).d_steps
+    d_steps = train.get_args(["--preset", args.preset, "--stage", str(args.stage)]).d_steps
     print(f"{args.preset} stage {args.stage} batch {args.batch} {args.dtype} on {device}, spectral norm {sn}: "
           f"the second iteration ({d_steps} D steps + 1 G step), {flops.get_total_flops() / 1e12:.2f} TFLOP, "
           f"counted in {time.time() - t0:.1f} s")
@@ -619,7 +620,7 @@ def learnability(preset: str, stage: int, steps: int = 300, batch: int = 16, n_t
 
     def examples(split: str, n: int) -> tuple[dict, torch.Tensor]:
         clips = train.make_clips(args, cfg, split=split)
-        ex = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=seed)
+        ex = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=seed, crop=cfg.crop)
         real = torch.utils.data.default_collate([ex[i] for i in range(n)])
         real = {k: v for k, v in real.items() if k in ("x", "y", "c", "c_context")}
         if cfg.stage == 1:

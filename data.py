@@ -122,7 +122,9 @@ _PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200]
 class SyntheticVideos(Clips):
     """Built-in dataset: 1-3 shapes of one kind (the class y) in distinct colours and sizes,
     bouncing off the borders, slowly rotating and pulsing, over smooth colour stripes that
-    drift. Item i -> (uint8 (frames, size, size, 3), y), a pure function of (seed, i).
+    drift. Shapes and background carry fine striped textures (texture_octaves) down to a few
+    pixels' period: the detail every 2x view loses, which an upscaler must put back, as real
+    footage's texture. Item i -> (uint8 (frames, size, size, 3), y), a pure function of (seed, i).
 
     All geometry is in normalized units: space in [0, 1], time tau = t / frames in [0, 1) over
     the clip. So the scene does not depend on size or frames: the same item at 128 and at 32
@@ -135,6 +137,20 @@ class SyntheticVideos(Clips):
     waves = 4  # background plane waves
 
     heldout = 2**40  # split "val" is items heldout, heldout + 1, ...: never trained on
+    octaves = 4  # texture gratings per shape and background, each twice the last's frequency
+    texture = 0.12  # a shape's texture amplitude per grating (colour in [0, 1]); the background's a
+                    # quarter of it, whose aliasing in a 4x view would otherwise be stage 1's noise
+    version = 2  # 2: textured; caches of statistics of these videos record it
+
+    @classmethod
+    def texture_octaves(cls, freq: float, size: int) -> np.ndarray:
+        """(octaves, 2): each texture grating's frequency (cycles per frame width: freq, 2 freq,
+        4 freq, ...) and its amplitude when rendered at `size` pixels: full at a period of 3 pixels
+        or more, fading to 0 at 2 (the Nyquist limit), so no size aliases it. At 64 px a base of
+        10 cycles shows periods of 6.4 and 3.2 pixels; every 2x view loses the finest."""
+        freqs = freq * 2.0 ** np.arange(cls.octaves)
+        period = size / freqs  # pixels
+        return np.stack([freqs, cls.texture * np.clip(period - 2, 0, 1)], axis=1)
 
     def __init__(self, frames: int, size: int, seed: int = 0, length: int = 100_000,
                  split: str | None = None):
@@ -155,7 +171,7 @@ class SyntheticVideos(Clips):
         wave_drift = rng.normal(0, 0.15, (self.waves, 2))  # frame widths per clip: slow
         wave_phase = rng.uniform(0, 2 * np.pi, self.waves)
         wave_colour = rng.uniform(-0.12, 0.12, (self.waves, 3))
-        radius = rng.uniform(0.07, 0.16, self.max_shapes)
+        radius = rng.uniform(0.10, 0.18, self.max_shapes)
         pulse_freq = rng.uniform(0.5, 2, self.max_shapes)  # pulses per clip
         pulse_phase = rng.uniform(0, 2 * np.pi, self.max_shapes)
         angle = rng.uniform(0, 2 * np.pi, self.max_shapes)
@@ -165,6 +181,13 @@ class SyntheticVideos(Clips):
         heading = rng.uniform(0, 2 * np.pi, self.max_shapes)
         colour = _PALETTE[rng.permutation(len(_PALETTE))[:self.max_shapes]]
         colour = np.clip(colour + rng.uniform(-0.08, 0.08, colour.shape), 0, 1).astype(np.float32)
+        # Texture: gratings an octave apart, drawn after every parameter above so that the rest of
+        # the scene is what it was without them. Each shape's fill turns with the shape; the
+        # background's drifts. (K,) arrays per grating set: base frequency, orientation, phases.
+        tex_freq = rng.uniform(8, 12, self.max_shapes + 1)  # cycles per frame width, octave 0
+        tex_angle = rng.uniform(0, np.pi, self.max_shapes + 1)
+        tex_phase = rng.uniform(0, 2 * np.pi, (self.max_shapes + 1, self.octaves))
+        tex_drift = rng.normal(0, 0.15, 2)  # the background texture's drift, frame widths per clip
 
         frames = range(self.frames) if frames is None else frames
         T, S = len(frames), self.size  # T: frames rendered
@@ -174,6 +197,13 @@ class SyntheticVideos(Clips):
         # Background: base colour plus drifting plane waves, each tinting with its own colour.
         # sin(a + b) = sin(a) cos(b) + cos(a) sin(b) splits a wave into a spatial phase a and a
         # temporal one b, so the whole (T, S, S, 3) background is one small-rank matmul.
+        # The background's texture is more such waves, grey, an octave apart, drifting together.
+        octave = self.texture_octaves(tex_freq[-1], S)  # (octaves, 2): frequency, amplitude
+        direction = np.array([np.cos(tex_angle[-1]), np.sin(tex_angle[-1])])
+        wave_freq = np.concatenate([wave_freq, octave[:, :1] * direction])
+        wave_drift = np.concatenate([wave_drift, np.broadcast_to(tex_drift, (self.octaves, 2))])
+        wave_phase = np.concatenate([wave_phase, tex_phase[-1]])
+        wave_colour = np.concatenate([wave_colour, np.repeat(0.25 * octave[:, 1:], 3, axis=1)])
         a = 2 * np.pi * (wave_freq[:, 0, None, None] * pixel[None, None, :]
                          + wave_freq[:, 1, None, None] * pixel[None, :, None]) \
             + wave_phase[:, None, None]  # (K, S, S)
@@ -208,11 +238,17 @@ class SyntheticVideos(Clips):
                                    r[:, None, None, None].astype(np.float32))  # (T, 1, 2h, 2h)
             # Coverage ramps over one pixel at the edge, at any size: soft edges, no aliasing.
             alpha = np.clip(0.5 - dist * S, 0, 1)  # (T, 1, 2h, 2h)
+            # The fill's texture, in the shape's own turning coordinates: it moves with the shape.
+            along = (np.cos(tex_angle[k]) * (cos * dx + sin * dy)
+                     + np.sin(tex_angle[k]) * (cos * dy - sin * dx)).astype(np.float32)  # (T, 1, 2h, 2h)
+            fill = colour[k, :, None, None] + sum(  # (T, 3, 2h, 2h)
+                amp * np.sin(2 * np.pi * f * along + tex_phase[k, o])
+                for o, (f, amp) in enumerate(self.texture_octaves(tex_freq[k], S)) if amp > 0)
             # Every 2h x 2h window of every frame, as a view: (T, S-2h+1, S-2h+1, 3, 2h, 2h).
             # Picking one per frame is a cheap block copy; writing back is safe: none overlap.
             windows = sliding_window_view(video, (2 * half, 2 * half), axis=(1, 2), writeable=True)
             patch = windows[frame, top, left]  # (T, 3, 2h, 2h)
-            windows[frame, top, left] = patch + alpha * (colour[k, :, None, None] - patch)
+            windows[frame, top, left] = patch + alpha * (fill - patch)
 
         # In place: at 100 frames of 128 x 128 each fresh float copy costs as much as a shape.
         video *= 255
@@ -251,17 +287,24 @@ class StageExamples(Dataset):
     of the video on each side, mirrored past its ends (mirrored()), "c_context"
     (3, window / 2 + 2 context, H' / 2, W' / 2): exactly the chunk the sampler feeds Gup at that
     position (DESIGN.md section 4). The window start is uniform over 0 .. T' - window, a pure
-    function of (seed, i) (stream "window")."""
+    function of (seed, i) (stream "window").
+
+    crop (windows only): a crop x crop patch of the window, at an even offset so that c and
+    c_context are the matching crop / 2 patch of the view; the offset is drawn after the start,
+    from the same stream. Upscalers are fully convolutional in space, so they can train on
+    patches and sample whole frames, as super-resolution networks do (DESIGN.md section 4)."""
 
     def __init__(self, clips: Clips, view_s: int, view_t: int, window: int | None,
-                 context: int = 0, seed: int = 0):
+                 context: int = 0, seed: int = 0, crop: int | None = None):
         if window is not None and (window < 2 or window % 2):
             raise ValueError(f"window={window}: must be even, so that its view(x, 2, 2) has "
                              f"window / 2 frames for the stage to double back")
         if context < 0:
             raise ValueError(f"context={context}: must be >= 0 conditioning frames")
+        if crop is not None and (window is None or crop % 2 or crop < 2):
+            raise ValueError(f"crop={crop}: patches are for windows, and even (>= 2)")
         self.clips, self.window, self.context, self.seed = clips, window, context, seed
-        self.view_s, self.view_t = view_s, view_t
+        self.view_s, self.view_t, self.crop = view_s, view_t, crop
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -278,7 +321,8 @@ class StageExamples(Dataset):
             raise ValueError(f"window={self.window} frames is longer than the view: clips of "
                              f"{self.clips.frames} frames viewed at t={self.view_t} have {T}")
         else:
-            start = int(random_stream(self.seed, i, "window").integers(0, T - self.window + 1))
+            rng = random_stream(self.seed, i, "window")
+            start = int(rng.integers(0, T - self.window + 1))
             n = self.window
             # The window's conditioning view(x, 2, 2) keeps view frames start, start + 2, ...:
             # they lie on the grid of view frames of start's parity (parity + 2j, j < grid_len),
@@ -300,6 +344,12 @@ class StageExamples(Dataset):
         item = {"x": x[:, start - load_from:start - load_from + n], "y": y, "skipped": skipped}
         if self.window is not None:
             c_context = view(x[:, torch.from_numpy(cond - load_from)], 2, 1)  # (3, n/2 + 2 context, H'/2, W'/2)
+            if self.crop is not None:  # the patch: top, left even, so c's patch is at top/2, left/2
+                if self.crop > x.shape[-1]:
+                    raise ValueError(f"crop={self.crop} is larger than the view's {x.shape[-1]} pixels")
+                top, left = (2 * rng.integers(0, (x.shape[-1] - self.crop) // 2 + 1, 2)).tolist()
+                item["x"] = item["x"][..., top:top + self.crop, left:left + self.crop]
+                c_context = c_context[..., top // 2:(top + self.crop) // 2, left // 2:(left + self.crop) // 2]
             item.update(c=c_context[:, self.context:self.context + n // 2], c_context=c_context)
         return item
 

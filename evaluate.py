@@ -1,5 +1,5 @@
-"""Everything scored: the FVD ladder, a stage's own rung for training curves, per-frame
-statistics and seams (DESIGN.md section 7).
+"""Everything scored: the FVD ladder, a stage's own scores for training curves, recognizability,
+per-frame statistics and seams (DESIGN.md section 7).
 
     python evaluate.py --ckpt out/stage1/ckpt.pt out/stage2/ckpt.pt out/stage3/ckpt.pt --n 256
     python evaluate.py --ckpt out/stage3/ckpt.pt --n 256      # one upscaler on real views
@@ -7,50 +7,77 @@ statistics and seams (DESIGN.md section 7).
 The ladder scores the chain's last stage against the floors it must beat: real vs real;
 interpolations of lower stages' real views; the upscaling stages on those views, each next to
 the same stages untrained (their start: an untrained Gup's residual is zero, so it is the plain
-or grounded interpolation); the chain from noise. A stage that does not beat its own start has
-learned nothing, whatever it scores against trilinear.
+or grounded interpolation); the chain from noise, next to the chain untrained. Two measures say
+whether a stage learned:
+- headroom closed, (start - trained) / (start - real) in FVD: 1.0 is as close to the real videos
+  as another draw of them, 0 is its start, below 0 worse than its start (an upscaler makes the
+  very clips scored against from their views, so it can pass 1.0, and its start can already lie
+  nearer than another draw at small n: no headroom, NaN);
+- recognizability, on the built-in synthetic data whose class is the kind of shape: a
+  classifier trained on real videos (ShapeClassifier) scores videos of class y, as the
+  Classification Accuracy Score of Ravuri & Vinyals 2019 does in this direction. Chance is 1/5;
+  its accuracy on held-out real videos is the ceiling. Data of other classes skips it.
+A stage that does not beat its own start has learned nothing, whatever it scores against
+trilinear.
 """
 import argparse
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 import fvd
-from data import StageExamples, open_clips, to_uint8
+from data import StageExamples, SyntheticVideos, open_clips, to_uint8, view
 from models import StageConfig, build_stage, upsample
-from sample import generate, load_chain, upscale
+from sample import DEMO_CHAIN, generate, load_chain, upscale
 from videos import STREAMS
 
 FVD_SEED = 2024  # the real clips and the noise scored: a fixed draw, apart from training's seeds
+STAGE_BATCH = 16  # stage_scores' batch: noise is drawn per batch, so it fixes the videos scored
+RECOGNIZER_CLIPS, RECOGNIZER_STEPS, RECOGNIZER_HELDOUT = 1024, 600, 256  # a recognizer's training
+RECOGNIZER_VERSION = 1  # bump when ShapeClassifier or its training changes: cached ones retrain
+
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (x (b, 3, T, H, W) in [-1, 1], y (b,))
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Print the FVD ladder of a chain of SSW-GAN stage checkpoints.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", nargs="+", required=True,
+    p.add_argument("--ckpt", nargs="+", default=DEMO_CHAIN,
                    help="stage checkpoints in stage order; the ladder is the last one's, and a chain "
-                        "that starts above stage 1 has the rungs its stages can make")
+                        "that starts above stage 1 has the rungs its stages can make (default: the "
+                        "demo's trained chain, checkpoints/)")
     p.add_argument("--n", type=int, default=8, help="videos per set (256 or more for real numbers)")
     p.add_argument("--batch", type=int, default=8, help="videos generated at once")
     p.add_argument("--real", default="synthetic",
                    help="the real data, 'synthetic' (built-in) or a folder data.py reads")
     p.add_argument("--fvd-frames", type=int, default=16, help="the first frames of each video scored")
     p.add_argument("--fvd-cache", default=os.path.join("out", "fvd-stats"),
-                   help="folder of cached real statistics")
+                   help="folder of cached real statistics, starts and recognizers")
+    p.add_argument("--recognizer-clips", type=int, default=RECOGNIZER_CLIPS,
+                   help="real training clips the recognizer of --real synthetic learns from")
+    p.add_argument("--recognizer-steps", type=int, default=RECOGNIZER_STEPS,
+                   help="the recognizer's training steps (batches of 64)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
 
 
 # -----------------------------------------------------------------------------
-# The videos scored: real views, their interpolations, the stages on them, the chain from noise
+# The videos scored, each batch with its classes: real views, their interpolations, the stages
+# on them, the chain from noise
 
 def real_views(source: str, cfg: StageConfig, n: int, batch: int, down: int = 0,
-               seed: int = FVD_SEED) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+               seed: int = FVD_SEED) -> Batches:
     """Whole real videos as stage `cfg` makes them, or `down` halvings below (down=1: the views
     the stage is conditioned on): batches of (x (b, 3, T, H, W) in [-1, 1], y (b,)), items
     0 .. n-1 of the held-out split's clips drawn with `seed` (not flipped): never trained on.
@@ -73,58 +100,211 @@ def for_i3d(x: torch.Tensor, frames: int) -> np.ndarray:
     return to_uint8(x).numpy()
 
 
-def interpolated(source: str, cfg: StageConfig, n: int, batch: int, down: int,
-                 mode: str) -> Iterator[torch.Tensor]:
+def interpolated(source: str, cfg: StageConfig, n: int, batch: int, down: int, mode: str) -> Batches:
     """The floors: real views `down` halvings below stage cfg, upsampled back to its size."""
-    for x, _ in real_views(source, cfg, n, batch, down):
+    for x, y in real_views(source, cfg, n, batch, down):
         for _ in range(down):
             x = upsample(x, mode)
-        yield x
+        yield x, y
 
 
 def upscaled(stages: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, batch: int,
-             device: torch.device) -> Iterator[torch.Tensor]:
+             device: torch.device) -> Batches:
     """Upscaling stages applied to the real views of the first one's input, with their labels."""
     g = torch.Generator().manual_seed(FVD_SEED)
     for x, y in real_views(source, stages[-1][0], n, batch, down=len(stages)):
-        yield upscale(stages, x, y, None, None, device, g)
+        yield upscale(stages, x, y, None, None, device, g), y
 
 
-def untrained(stages: list[tuple[StageConfig, torch.nn.Module]]) -> list[tuple[StageConfig, torch.nn.Module]]:
-    """The same upscaling stages at their start: a fresh Gup from each one's StageConfig. Its
-    residual's last conv is zero, so it is exactly the interpolation upsample(c), grounded if the
-    stage is, whatever the rest of its init; built without moving the caller's random stream."""
+def untrained(cfgs: list[StageConfig], device: torch.device) -> list[tuple[StageConfig, torch.nn.Module]]:
+    """The same stages at their start: a fresh G from each StageConfig, each initialized under
+    FVD_SEED, so a stage's start is one fixed draw whatever the chain around it, built without
+    moving the caller's random stream. An untrained Gup's residual's last conv is zero, so it is
+    exactly the interpolation upsample(c), grounded if the stage is, whatever the rest of its
+    init; an untrained G1 makes what its init makes."""
+    stages = []
     with torch.random.fork_rng(devices=[]):
-        return [(cfg, build_stage(cfg)[0].to(next(G.parameters()).device).eval().requires_grad_(False))
-                for cfg, G in stages]
+        for cfg in cfgs:
+            torch.manual_seed(FVD_SEED)
+            stages.append((cfg, build_stage(cfg)[0].to(device).eval().requires_grad_(False)))
+    return stages
 
 
 def from_noise(chain: list[tuple[StageConfig, torch.nn.Module]], n: int, batch: int,
-               device: torch.device) -> Iterator[torch.Tensor]:
-    """The chain's videos, classes in turn, at its full training length."""
+               device: torch.device) -> Batches:
+    """The chain's videos, classes y in turn (those it was asked for), at its full training length."""
     g = torch.Generator().manual_seed(FVD_SEED)
     cfg = chain[-1][0]
     for y in (torch.arange(n) % cfg.classes).split(batch):
-        yield generate(chain, y, cfg.video_frames, None, None, device, g)
+        yield generate(chain, y, cfg.video_frames, None, None, device, g), y
+
+
+def stage_videos(stages: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, batch: int,
+                 device: torch.device) -> Batches:
+    """A stage's own rung: stage 1's videos from noise, an upscaling stage on real views of its input."""
+    if stages[0][0].stage == 1:
+        return from_noise(stages, n, batch, device)
+    return upscaled(stages, source, n, batch, device)
+
+
+# -----------------------------------------------------------------------------
+# Recognizability: a classifier trained on real videos scores made ones of class y (CAS)
+
+class ShapeClassifier(nn.Module):
+    """Which kind of shape a synthetic video shows: (B, 3, T, H, W) in [-1, 1] -> logits
+    (B, classes). It sees a view of the video (prepared) of at most max_frames frames spread over
+    it, at most max_size pixels wide: it costs the same at 64x64x32 as at 32x32x16, and a step
+    on few frames buys more steps, which it needs more. Its shapes move by up to a sixth of their
+    width a frame, so what finds them looks at single frames: conv/BN/ReLU/max-pool blocks of 1x3x3
+    kernels halve H and W down to 4x4; a 3x3x3 conv then joins the frames; each feature's maximum
+    over the frame (a shape anywhere in it), its mean over the frames and a linear layer give the
+    logits. Above 32 px it sees 2x2 block means, which a grounded upscaler takes from its input
+    on kept frames: there its recognizability is mostly its input's."""
+    max_frames, max_size = 4, 32
+
+    def __init__(self, frames: int, size: int, classes: int):
+        super().__init__()
+        self.frames = math.ceil(frames / math.ceil(frames / self.max_frames))
+        self.size = size // math.ceil(size / self.max_size)
+        layers, c_in, r = [], 3, self.size
+        while r > 4:
+            c = 256 // r  # 8 channels at 32 px, 16 at 16, 32 at 8: narrow where it is large
+            layers += [nn.Conv3d(c_in, c, (1, 3, 3), padding=(0, 1, 1), bias=False), nn.BatchNorm3d(c), nn.ReLU(),
+                       nn.MaxPool3d((1, 2, 2))]
+            c_in, r = c, r // 2
+        self.features = nn.Sequential(*layers, nn.Conv3d(c_in, 2 * c_in, 3, padding=1, bias=False),
+                                      nn.BatchNorm3d(2 * c_in), nn.ReLU())
+        self.head = nn.Linear(2 * c_in, classes)
+
+    @classmethod
+    def prepared(cls, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> its view(x, s, t) with the least s and t that bring H to max_size or
+        below and T to max_frames or below: the mean of each s x s block of frames 0, t, 2t, ...
+        Idempotent, so training can keep its clips prepared."""
+        T, W = x.shape[2], x.shape[-1]
+        return view(x, math.ceil(W / cls.max_size), math.ceil(T / cls.max_frames))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prepared(x)
+        B, C, T, H, W = x.shape
+        assert (C, T, H, W) == (3, self.frames, self.size, self.size), f"ShapeClassifier got {tuple(x.shape)}"
+        h = self.features(x)                            # (B, C', T, 4, 4)
+        return self.head(h.amax(dim=(3, 4)).mean(2))    # (B, classes)
+
+
+def has_classes(source: str, cfg: StageConfig) -> bool:
+    """Whether recognizability means anything: the data is the built-in synthetic data, whose
+    classes a ShapeClassifier can learn (another dataset's are not known here, and the ladder
+    skips the column), and the chain draws those classes (from_noise's y are then its videos')."""
+    return source == "synthetic" and cfg.num_classes == SyntheticVideos.num_classes
+
+
+def training_views(source: str, cfg: StageConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items 0 .. n-1 of the training split's clips (drawn with FVD_SEED, not flipped) as stage
+    cfg's whole views, prepared for a ShapeClassifier: (x (n, 3, T', H', W'), y (n,)), rendered
+    once, so that training repeats them for free."""
+    clips = open_clips(source, cfg.clip_frames, cfg.clip_size, FVD_SEED, cfg.frame_stride, flip=False,
+                       split="train")
+    views = StageExamples(clips, cfg.view_s, cfg.view_t, window=None)
+    items = [views[i] for i in range(n)]
+    return (torch.cat([ShapeClassifier.prepared(it["x"][None]) for it in items]),
+            torch.tensor([it["y"] for it in items]))
+
+
+def fit_classifier(x: torch.Tensor, y: torch.Tensor, classes: int, steps: int, device: torch.device,
+                   batch: int = 64) -> ShapeClassifier:
+    """A ShapeClassifier trained on prepared clips x (N, 3, T, H, W) of classes y (N,): Adam over
+    `steps` random batches, its rate decayed to 0 by a cosine, each clip mirrored at random (the
+    shapes are drawn at random angles, so a mirrored clip is a new one of the same class). A fixed
+    draw (FVD_SEED) that moves no caller's random stream; in eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(FVD_SEED)
+        classifier = ShapeClassifier(x.shape[2], x.shape[-1], classes).to(device)
+    opt = torch.optim.Adam(classifier.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(FVD_SEED)
+    for _ in range(steps):
+        i = torch.randint(len(x), (batch,), generator=g)
+        x_real, flip = x[i], torch.rand(2, batch, 1, 1, 1, 1, generator=g) < 0.5
+        x_real = torch.where(flip[0], x_real.flip(-1), x_real)
+        x_real = torch.where(flip[1], x_real.flip(-2), x_real)          # (batch, 3, T, H, W)
+        loss = F.cross_entropy(classifier(x_real.to(device)), y[i].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+    return classifier.eval()
+
+
+@torch.no_grad()
+def recognized(classifier: ShapeClassifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(b,) bool: the classifier's top class of each video x (b, 3, T, H, W) is its class y (b,)."""
+    device = next(classifier.parameters()).device
+    return classifier(x.to(device)).argmax(1).cpu() == y
+
+
+def recognizability(classifier: ShapeClassifier,
+                     videos_with_labels: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy of the classifier on batches of (videos (b, 3, T, H, W) in [-1, 1], their
+    classes y (b,)): made videos of class y recognized as y, 1/classes for videos that do not
+    show their class."""
+    return torch.cat([recognized(classifier, x, y) for x, y in videos_with_labels]).float().mean().item()
+
+
+def recognizer(source: str, cfg: StageConfig, cache_dir: str, device: torch.device,
+               n_train: int = RECOGNIZER_CLIPS, steps: int = RECOGNIZER_STEPS,
+               n_heldout: int = RECOGNIZER_HELDOUT) -> tuple[ShapeClassifier, float]:
+    """(a ShapeClassifier of stage cfg's videos, its accuracy on n_heldout held-out real videos:
+    the ladder's real views, split "val", FVD_SEED), trained on n_train real views of the training
+    split (fit_classifier), and cached in cache_dir under a name and settings that say what it
+    is: a cache made otherwise is trained again. Only the built-in synthetic data has the classes
+    it knows (has_classes)."""
+    if source != "synthetic":
+        raise ValueError(f"recognizability needs the built-in synthetic data's classes, not {source!r}")
+    settings = json.dumps({"real": source, "preset": cfg.preset, "stage": cfg.stage,
+                           "clip": [cfg.clip_frames, cfg.clip_size, cfg.frame_stride],
+                           "view": [cfg.view_s, cfg.view_t], "streams": STREAMS, "data": data_version(source),
+                           "classes": SyntheticVideos.classes, "n_train": n_train, "steps": steps,
+                           "n_heldout": n_heldout, "seed": FVD_SEED, "version": RECOGNIZER_VERSION},
+                          sort_keys=True)
+    path = Path(cache_dir) / f"recognizer-{source}-{cfg.preset}-stage{cfg.stage}-n{n_train}-s{steps}.pt"
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved["settings"] == settings:
+            classifier = ShapeClassifier(cfg.video_frames, cfg.out_size, SyntheticVideos.num_classes)
+            classifier.load_state_dict(saved["classifier"])
+            return classifier.to(device).eval(), saved["accuracy"]
+    t0 = time.time()
+    x, y = training_views(source, cfg, n_train)
+    t1 = time.time()
+    classifier = fit_classifier(x, y, SyntheticVideos.num_classes, steps, device)
+    accuracy = recognizability(classifier, real_views(source, cfg, n_heldout, 64))
+    print(f"recognizer of {cfg.preset} stage {cfg.stage}: {n_train} clips rendered in {t1 - t0:.0f} s, "
+          f"{steps} steps in {time.time() - t1:.0f} s; held-out real accuracy {accuracy:.3f}", file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save({"settings": settings, "classifier": classifier.state_dict(), "accuracy": accuracy}, tmp)
+    os.replace(tmp, path)  # a reader finds the whole file or none, never half of one
+    return classifier, accuracy
 
 
 # -----------------------------------------------------------------------------
 # The FVD ladder (DESIGN.md section 7): every score next to the floors it must beat
 
 def ladder_rungs(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, batch: int,
-                 device: torch.device) -> list[tuple[str, Callable[[], Iterator[torch.Tensor]]]]:
-    """The rungs of the ladder at the chain's last stage K, each (name, batches of videos at
-    stage K's size): real vs real; for each lower stage j, nearest and trilinear upsampling of
-    its real views, then stages j+1..K applied to them untrained (their start) and trained
-    (j = K-1 is LongVideoGAN's protocol for a super-resolution network); the whole chain from
-    noise. A chain that starts above stage 1 has the rungs its stages can make."""
+                 device: torch.device) -> list[tuple[str, Callable[[], Batches]]]:
+    """The rungs of the ladder at the chain's last stage K, each (name, batches of (videos at
+    stage K's size, their classes)): real vs real; for each lower stage j, nearest and trilinear
+    upsampling of its real views, then stages j+1..K applied to them untrained (their start) and
+    trained (j = K-1 is LongVideoGAN's protocol for a super-resolution network); the whole chain
+    from noise, untrained (its start) and trained. A chain that starts above stage 1 has the
+    rungs its stages can make."""
     cfg, K, first = chain[-1][0], chain[-1][0].stage, chain[0][0].stage
 
     def size(down):  # "8@8": frames @ pixels of the real views `down` halvings below stage K
         return f"{math.ceil(cfg.video_frames / 2 ** down)}@{cfg.out_size // 2 ** down}"
 
-    rungs = [("real vs real (another draw)",
-              lambda: (x for x, _ in real_views(source, cfg, n, batch, seed=FVD_SEED + 1)))]
+    rungs = [("real vs real (another draw)", lambda: real_views(source, cfg, n, batch, seed=FVD_SEED + 1))]
     for d in range(1, K):
         rungs += [(f"nearest x{2 ** d} of real {size(d)} views",
                    lambda d=d: interpolated(source, cfg, n, batch, d, "nearest")),
@@ -133,52 +313,89 @@ def ladder_rungs(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, 
         if K - d + 1 >= first:  # the chain holds stages K-d+1 .. K
             stages = f"stage {K}" if d == 1 else f"stages {K - d + 1}-{K}"
             rungs += [(f"{stages} untrained on real {size(d)} views",
-                       lambda d=d: upscaled(untrained(chain[-d:]), source, n, batch, device)),
+                       lambda d=d: upscaled(untrained([c for c, _ in chain[-d:]], device), source, n, batch, device)),
                       (f"{stages} on real {size(d)} views",
                        lambda d=d: upscaled(chain[-d:], source, n, batch, device))]
     if first == 1:
-        rungs.append(("full chain from noise" if K > 1 else "stage 1 from noise",
-                      lambda: from_noise(chain, n, batch, device)))
+        whole = "full chain" if K > 1 else "stage 1"
+        rungs += [(f"{whole} untrained from noise",
+                   lambda: from_noise(untrained([c for c, _ in chain], device), n, batch, device)),
+                  (f"{whole} from noise", lambda: from_noise(chain, n, batch, device))]
     return rungs
 
 
-def real_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: int, batch: int,
-               cache_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of I3D features of n real videos at stage cfg's size, cached in
-    cache_dir under a name and settings that say what they are."""
-    settings = {"real": source if source == "synthetic" else os.path.abspath(source), "n": n,
+def data_version(source: str) -> int | None:
+    """What a cache of statistics of `source` records of how its videos are made: the built-in
+    data's version (new scenes, new statistics); None for videos on disk."""
+    return SyntheticVideos.version if source == "synthetic" else None
+
+
+def video_stats(kind: str, settings: dict, model: fvd.I3D, source: str, cfg: StageConfig, n: int,
+                frames: int, cache_dir: str, videos: Callable[[], Batches]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of I3D features of n videos (batches (x, y)) at stage cfg's size,
+    cached in cache_dir under a name and settings that say what they are: `kind` and `settings`
+    which videos, the rest the real data, stage, count and frames they are scored at."""
+    settings = {**settings, "real": source if source == "synthetic" else os.path.abspath(source), "n": n,
                 "frames": frames, "clip": [cfg.clip_frames, cfg.clip_size, cfg.frame_stride],
-                "view": [cfg.view_s, cfg.view_t], "seed": FVD_SEED, "split": "val",
-                "weights": model.weights_id,
-                "streams": STREAMS}  # the random streams that draw the clips: new tags, new clips
-    name = f"real-{os.path.basename(os.path.abspath(source))}-{cfg.preset}-stage{cfg.stage}-n{n}-f{frames}.npz"
+                "view": [cfg.view_s, cfg.view_t], "split": "val", "weights": model.weights_id,
+                "streams": STREAMS,  # the random streams that draw the clips: new tags, new clips
+                "data": data_version(source)}
+    name = f"{kind}-{os.path.basename(os.path.abspath(source))}-{cfg.preset}-stage{cfg.stage}-n{n}-f{frames}.npz"
     mu, sigma, _ = fvd.cached_stats(Path(cache_dir) / name, settings, lambda: fvd.video_features(
-        (for_i3d(x, frames) for x, _ in real_views(source, cfg, n, batch)), model, n, progress=True))
+        (for_i3d(x, frames) for x, _ in videos()), model, n, progress=True))
     return mu, sigma
 
 
-def score(videos: Iterator[torch.Tensor], model: fvd.I3D, n: int, frames: int,
-          real: tuple[np.ndarray, np.ndarray]) -> tuple[float, float, float, float]:
-    """(FVD of the videos (batches (b, 3, T, H, W) in [-1, 1]) against real (mean, covariance),
-    frame 0's change to frame 1 and its sharpness, each over the video's mean: 1.0 = no
-    start-up transient, and pair_cadence: 1.0 = none)."""
-    change, sharpness = [], []
+def real_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: int, batch: int,
+               cache_dir: str, seed: int = FVD_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of I3D features of n real videos at stage cfg's size (real_views drawn
+    with `seed`: FVD_SEED is what everything is scored against, FVD_SEED + 1 the real floor), cached."""
+    return video_stats(f"real-seed{seed}", {"seed": seed}, model, source, cfg, n, frames, cache_dir,
+                       lambda: real_views(source, cfg, n, batch, seed=seed))
 
-    def scored(x):  # -> uint8 for I3D, with frame statistics on the way
+
+def start_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: int, batch: int,
+                cache_dir: str, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of I3D features of stage cfg's start, the stage untrained (untrained)
+    on its own rung (stage_videos): fixed for a cfg, so cached like real_stats, keyed also by the
+    config, the batch (noise is drawn per batch) and a fingerprint of the init's weights (a
+    change to how models.py initializes them)."""
+    start = untrained([cfg], device)
+    weights = start[0][1].state_dict().values()
+    init = hashlib.sha256(b"".join(w.cpu().numpy().tobytes() for w in weights)).hexdigest()[:16]
+    return video_stats("start", {"seed": FVD_SEED, "batch": batch, "start": dataclasses.asdict(cfg), "init": init},
+                       model, source, cfg, n, frames, cache_dir,
+                       lambda: stage_videos(start, source, n, batch, device))
+
+
+def score(videos: Batches, model: fvd.I3D, n: int, frames: int, real: tuple[np.ndarray, np.ndarray],
+          classifier: ShapeClassifier | None = None) -> tuple[float, float, float, float, float | None]:
+    """(FVD of the videos (batches of (x (b, 3, T, H, W) in [-1, 1], y (b,))) against real (mean,
+    covariance), frame 0's change to frame 1 and its sharpness, each over the video's mean: 1.0 =
+    no start-up transient, pair_cadence: 1.0 = none, and the classifier's recognizability of the
+    videos as their classes y, None without a classifier)."""
+    change, sharpness, hits = [], [], []
+
+    def scored(x, y):  # -> uint8 for I3D, with frame statistics and recognition on the way
         c, s = frame_stats(x)
         change.append(c), sharpness.append(s)
+        if classifier is not None:
+            hits.append(recognized(classifier, x, y))
         return for_i3d(x, frames)
-    feats = fvd.video_features((scored(x) for x in videos), model, n, progress=True)
+    feats = fvd.video_features((scored(x, y) for x, y in videos), model, n, progress=True)
     change, sharpness = torch.stack(change).mean(0), torch.stack(sharpness).mean(0)
+    recognizable = torch.cat(hits).float().mean().item() if hits else None
     return (fvd.frechet_distance(*real, *fvd.feature_stats(feats)),
-            (change[0] / change.mean()).item(), (sharpness[0] / sharpness.mean()).item(), pair_cadence(change))
+            (change[0] / change.mean()).item(), (sharpness[0] / sharpness.mean()).item(), pair_cadence(change),
+            recognizable)
 
 
 def ladder(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, frames: int,
-           batch: int, device: torch.device, cache_dir: str,
-           model: fvd.I3D) -> list[tuple[str, float, float, float, float]]:
-    """[(rung, FVD against n real videos at the chain's last stage, frame-0 change ratio,
-    frame-0 sharpness ratio, pair cadence)] for every rung of ladder_rungs, in order."""
+           batch: int, device: torch.device, cache_dir: str, model: fvd.I3D,
+           classifier: ShapeClassifier | None = None) -> list[tuple[str, float, float | None, float, float, float]]:
+    """[(rung, FVD against n real videos at the chain's last stage, recognizability by the
+    classifier (None without one), frame-0 change ratio, frame-0 sharpness ratio, pair cadence)]
+    for every rung of ladder_rungs, in order."""
     cfg = chain[-1][0]
     print(f"FVD ladder at stage {cfg.stage} of {cfg.preset} ({cfg.video_frames}@{cfg.out_size}), "
           f"{n} vs {n} videos, first {frames} frames", file=sys.stderr)
@@ -186,43 +403,79 @@ def ladder(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int
     scores = []
     for name, videos in ladder_rungs(chain, source, n, batch, device):
         print(name, file=sys.stderr)
-        scores.append((name, *score(videos(), model, n, frames, real)))
+        v, change0, sharp0, pairs, recognizable = score(videos(), model, n, frames, real, classifier)
+        scores.append((name, v, recognizable, change0, sharp0, pairs))
     return scores
+
+
+def headroom_closed(start: float, trained: float, real: float) -> float:
+    """The share of the way from a stage's start to the real floor that training covered, in FVD:
+    (start - trained) / (start - real). 1.0 = as close to the real videos as another draw of them,
+    0 = learned nothing, negative = worse than its start. NaN where the start is no further from
+    the real videos than the floor: there was no way to cover."""
+    return (start - trained) / (start - real) if start > real else math.nan
+
+
+def stage_scores(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device: torch.device,
+                 cache_dir: str, frames: int = 16, n_train: int | None = None, steps: int | None = None) -> dict:
+    """One stage's own rung, for training curves: stage 1's videos from noise, or an upscaling
+    stage on real views of its input, against n real videos at the stage's size. {"fvd": its FVD,
+    "start": the untrained stage's, "real": real vs real (another draw), "headroom":
+    headroom_closed, "recognizability": by a recognizer (n_train clips, `steps`), None where the
+    data has no classes it knows}. The start, the floor and the recognizer are fixed for a cfg:
+    cached in cache_dir, computed at the first call."""
+    model = fvd.load_i3d().to(device)
+    real = real_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir)
+    floor = fvd.frechet_distance(*real, *real_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir,
+                                                    seed=FVD_SEED + 1))
+    start = fvd.frechet_distance(*real, *start_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir, device))
+    n_train, steps = n_train or RECOGNIZER_CLIPS, steps or RECOGNIZER_STEPS  # read at the call: tests lower them
+    classifier = recognizer(source, cfg, cache_dir, device, n_train, steps)[0] if has_classes(source, cfg) else None
+    trained, *_, recognizable = score(stage_videos([(cfg, G)], source, n, STAGE_BATCH, device), model, n,
+                                      frames, real, classifier)
+    return {"fvd": trained, "start": start, "real": floor, "headroom": headroom_closed(start, trained, floor),
+            "recognizability": recognizable}
 
 
 def stage_fvd(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device: torch.device,
               cache_dir: str, frames: int = 16) -> float:
-    """One stage's own rung, for training curves: stage 1's videos from noise, or an upscaling
-    stage on real views of its input, against n real videos at the stage's size."""
+    """stage_scores' "fvd" alone, without the start, floor and recognizer the others cost at a
+    first call: the name train.py's --fvd-every and study.py's rung_fvd call."""
     model = fvd.load_i3d().to(device)
-    real = real_stats(model, source, cfg, n, frames, 16, cache_dir)
-    videos = (from_noise([(cfg, G)], n, 16, device) if cfg.stage == 1 else
-              upscaled([(cfg, G)], source, n, 16, device))
-    return score(videos, model, n, frames, real)[0]
+    real = real_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir)
+    return score(stage_videos([(cfg, G)], source, n, STAGE_BATCH, device), model, n, frames, real)[0]
 
 
-def ladder_table(scores: list[tuple[str, float, float, float, float]], cfg: StageConfig) -> str:
+def ladder_table(scores: list[tuple[str, float, float | None, float, float, float]], cfg: StageConfig,
+                 heldout: float | None = None) -> str:
     """The ladder as a Markdown table. Each rung made from real views of some size is also given
     as a ratio to trilinear upsampling of the same views, its floor; the chain from noise to
-    trilinear of the lowest views (the stage-1 size) as the issue's aim. Each upscaling rung is
-    also given as a ratio to the same stages untrained on the same views, its start: below 1.00
-    is what training earned."""
+    trilinear of the lowest views (the stage-1 size) as the issue's aim. Each rung of stages with
+    a start (the same stages untrained on the same views, or the chain untrained from noise) is
+    also given as a ratio to it, below 1.00 is what training earned, and as the headroom closed
+    from it towards real vs real. Given the recognizer's accuracy on held-out real videos
+    (`heldout`), a column of recognizability; without, none."""
     def views(name):  # "16@16 views" of "... of real 16@16 views", "... on real 16@16 views"
         return name.split(" real ")[-1] if " real " in name else None
     floors = {views(name): v for name, v, *_ in scores if name.startswith("trilinear x")}
-    starts = {views(name): v for name, v, *_ in scores if " untrained on real " in name}
+    starts = {name.replace(" untrained", ""): v for name, v, *_ in scores if " untrained " in name}
+    real = {name: v for name, v, *_ in scores}.get("real vs real (another draw)")
     lowest = list(floors.values())[-1] if floors else None
-    lines = [f"| stage {cfg.stage} of {cfg.preset} | FVD | / its trilinear floor | / its start | "
-             f"frame 0 change | frame 0 sharpness | change within / across frame pairs |",
-             "|---|---|---|---|---|---|---|"]
-    for name, v, change0, sharp0, pairs in scores:
+    recognition = ([f"recognizability (held-out real {heldout:.2f}, chance {1 / SyntheticVideos.num_classes:.2f})"]
+                   if heldout is not None else [])
+    header = [f"stage {cfg.stage} of {cfg.preset}", "FVD", "/ its trilinear floor", "/ its start", "headroom closed",
+              *recognition, "frame 0 change", "frame 0 sharpness", "change within / across frame pairs"]
+    rows = [header, ["---"] * len(header)]
+    for name, v, recognizable, change0, sharp0, pairs in scores:
         floor = floors.get(views(name), lowest if name.startswith("full chain") else None)
         ratio = f"{v / floor:.2f}" if floor and not name.startswith(("trilinear", "real vs real")) else ""
-        start = starts.get(views(name)) if name.startswith("stage") else None
-        from_start = f"{v / start:.2f}" if start else ""
-        lines.append(f"| {name} | {v:.1f} | {ratio} | {from_start} | {change0:.2f} | {sharp0:.2f} "
-                     f"| {pairs:.2f} |")
-    return "\n".join(lines)
+        start = starts.get(name.replace(" untrained", ""))  # an untrained rung is its own start
+        headroom = headroom_closed(start, v, real) if start and real else math.nan
+        rows.append([name, f"{v:.1f}", ratio, f"{v / start:.2f}" if start else "",
+                     "" if math.isnan(headroom) else f"{headroom:.2f}",
+                     *([f"{recognizable:.2f}" if recognizable is not None else ""] if recognition else []),
+                     f"{change0:.2f}", f"{sharp0:.2f}", f"{pairs:.2f}"])
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 # -----------------------------------------------------------------------------
@@ -262,15 +515,18 @@ def seam_error(x: torch.Tensor, seams: list[int]) -> float:
     return (diff[at_seam].mean() / diff[~at_seam].mean()).item()
 
 
-def main(argv: list[str] | None = None) -> list[tuple[str, float, float, float, float]]:
+def main(argv: list[str] | None = None) -> list[tuple[str, float, float | None, float, float, float]]:
     args = get_args(argv)
     if args.n < 1:
         raise ValueError("--n must be at least 1")
     device = torch.device(args.device)
     chain = load_chain(args.ckpt, device)
+    cfg = chain[-1][0]
+    classifier, heldout = (recognizer(args.real, cfg, args.fvd_cache, device, args.recognizer_clips,
+                                      args.recognizer_steps) if has_classes(args.real, cfg) else (None, None))
     scores = ladder(chain, args.real, args.n, args.fvd_frames, args.batch, device, args.fvd_cache,
-                    fvd.load_i3d().to(device))
-    print(ladder_table(scores, chain[-1][0]))
+                    fvd.load_i3d().to(device), classifier)
+    print(ladder_table(scores, cfg, heldout))
     return scores
 
 

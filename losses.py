@@ -82,11 +82,15 @@ def d_loss(D_s, D_t, D_m, batch: dict, x_fake: torch.Tensor, lambda_m: float = L
 
 def g_loss(D_s, D_t, D_m, batch: dict, x_fake: torch.Tensor, lambda_m: float = LAMBDA_M,
            lambda_rec: float = LAMBDA_REC) -> tuple[torch.Tensor, dict]:
-    """L_G on a fake batch made with its graph. For the upscalers (the batch brings "c") stats
+    """L_G on a fake batch made with its graph; D_s, D_t and D_m all None: the L1 term alone (an
+    upscaler's baseline, ESRGAN's pre-training). For the upscalers (the batch brings "c") stats
     holds "rec", the mean |x_fake - x_real| over the window, logged at any lambda_rec (at 0 it
     pulls on nothing). Returns (loss, stats)."""
     c, y, frames = batch.get("c"), batch["y"], batch.get("frames")
-    loss = g_hinge(D_s(x_fake, y, None if frames is None else frames[1]).float()) + g_hinge(D_t(x_fake, y).float())
+    if D_s is None:  # no adversarial terms (train.py --no-adversarial): the L1 term alone
+        loss = x_fake.new_zeros((), dtype=torch.float32)
+    else:
+        loss = g_hinge(D_s(x_fake, y, None if frames is None else frames[1]).float()) + g_hinge(D_t(x_fake, y).float())
     if D_m is not None:
         loss = loss + lambda_m * g_hinge(D_m(x_fake, c, y).float())
     if c is None:

@@ -36,7 +36,8 @@ class StageConfig:
     window: int | None            # stages >= 2: output frames per training window; None: whole video
     ch: int                       # base channel width; blocks use multiples of it
     g_mults: tuple[int, ...]      # G channel multipliers (G1: base then one per GBlock; Gup: 3 GBlocks)
-    d_mults: tuple[int, ...]      # D_s channel multipliers, one per DBlock (D_t and D_m drop the first)
+    d_mults: tuple[int, ...]      # D_s channel multipliers, one per DBlock (D_t and D_m drop the first;
+                                  # on patches, crop, the Ds take as many as reach 4x4)
     z_dim: int                    # G1: latent size per frame; Gup: channels of the noise map
     num_classes: int = 0          # 0 = unconditional (one implicit class)
     d_frames: int = 8             # k, the frames D_s scores per video
@@ -45,6 +46,7 @@ class StageConfig:
     grounded: bool = False        # stages >= 2: Gup's output projected onto view(x, 2, 2) == c (ground)
     d_ch: int | None = None       # the Ds' base width (d_mults multiply it); None: ch, as G's
     d_pool: str = "mean"          # how the Ds' heads pool features over pixels and frames: "mean" or "sum"
+    crop: int | None = None       # stages >= 2: train on crop x crop patches of the window; None: whole frames
 
     @property
     def out_frames(self) -> int:
@@ -58,6 +60,11 @@ class StageConfig:
     @property
     def out_size(self) -> int:
         return self.clip_size // self.view_s
+
+    @property
+    def d_size(self) -> int:
+        """Pixels across what the Ds see: the training patch (crop), else the whole frame."""
+        return self.crop or self.out_size
 
     @property
     def cond_frames(self) -> int:
@@ -107,6 +114,14 @@ PRESETS: dict[str, list[StageConfig]] = {
                     g_mults=(2, 2, 1), d_mults=(1, 2, 4), z_dim=4, d_frames=4),
         StageConfig("tiny", 3, 32, 32, view_s=1, view_t=1, window=8, ch=4,
                     g_mults=(2, 2, 1), d_mults=(1, 2, 4, 4), z_dim=4, d_frames=4),
+    ],
+    "demo": [
+        StageConfig("demo", 1, 32, 64, view_s=4, view_t=4, window=None, ch=16,
+                    g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=32, d_frames=4),
+        StageConfig("demo", 2, 32, 64, view_s=2, view_t=2, window=8, ch=16,
+                    g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=4, d_frames=4, crop=16),
+        StageConfig("demo", 3, 32, 64, view_s=1, view_t=1, window=8, ch=8,
+                    g_mults=(4, 2, 1), d_mults=(1, 2, 4, 4), z_dim=4, d_frames=4, crop=32),
     ],
     "dvd-128": [
         StageConfig("dvd-128", 1, 100, 128, view_s=1, view_t=1, window=None, ch=16,
@@ -502,9 +517,10 @@ class SpatialD(nn.Module):
 
     def __init__(self, cfg: StageConfig):
         super().__init__()
-        chs = [cfg.d_width * m for m in cfg.d_mults]
-        n = len(chs)
-        assert cfg.out_size // 2 ** (n - 1) == 4, f"D_s: {n} DBlocks take {cfg.out_size} to 4x4? no"
+        n = int(math.log2(cfg.d_size // 4)) + 1  # DBlocks: all but the last halve, down to 4x4
+        assert 4 * 2 ** (n - 1) == cfg.d_size and len(cfg.d_mults) >= n, \
+            f"D_s: {cfg.d_size} px needs {n} d_mults (4 * 2^k px), got {cfg.d_mults}"
+        chs = [cfg.d_width * m for m in cfg.d_mults[:n]]  # a patch (crop) takes the first n
         self.k, self.pool = cfg.d_frames, cfg.d_pool
         self.blocks = nn.ModuleList(
             DBlock(2, 3 if i == 0 else chs[i - 1], chs[i], (2, 2) if i < n - 1 else (1, 1), preact=i > 0)
@@ -531,9 +547,10 @@ class TemporalD(nn.Module):
 
     def __init__(self, cfg: StageConfig, in_ch: int = 3):
         super().__init__()
-        chs = [cfg.d_width * m for m in cfg.d_mults[1:]]
-        n, self.pool = len(chs), cfg.d_pool
-        assert cfg.out_size // 2 // 2 ** (n - 1) == 4, f"D_t: {n} DBlocks must reach 4x4"
+        n, self.pool = int(math.log2(cfg.d_size // 8)) + 1, cfg.d_pool  # from d_size / 2 to 4x4
+        assert 8 * 2 ** (n - 1) == cfg.d_size and len(cfg.d_mults) > n, \
+            f"D_t: {cfg.d_size} px needs {n + 1} d_mults (8 * 2^k px), got {cfg.d_mults}"
+        chs = [cfg.d_width * m for m in cfg.d_mults[1:n + 1]]
         self.blocks = nn.ModuleList(
             DBlock(3, in_ch if i == 0 else chs[i - 1], chs[i],
                    (2 if i < 2 else 1, *((2, 2) if i < n - 1 else (1, 1))), preact=i > 0)

@@ -57,6 +57,7 @@ def atomic_file(path, mode: str = "wb"):
 # The checkpoint: written by train.py, read by resume, sample.py and evaluate.py
 
 CHECKPOINT_KEYS = ("G", "G_ema", "D_s", "D_t", "opt_G", "opt_D", "step", "rng", "args", "config")
+SAMPLING_KEYS = ("G_ema", "step", "args", "config")  # what sampling reads: a slimmed checkpoint holds these
 RETIRED_CONFIG_KEYS = ("num_stages",)  # StageConfig fields older checkpoints carry, unused since
 
 
@@ -90,9 +91,10 @@ def save_checkpoint(path: str, ckpt: dict) -> None:
                                    f"{kept}; free space, then rerun the same command to resume.") from None
 
 
-def load_checkpoint(path: str) -> tuple[dict, StageConfig]:
+def load_checkpoint(path: str, for_sampling: bool = False) -> tuple[dict, StageConfig]:
     """Read a stage checkpoint safely (weights_only=True) -> (checkpoint dict, its StageConfig).
-    Anything that is not one of ours is refused with a message that names the file."""
+    Anything that is not one of ours is refused with a message that names the file. for_sampling:
+    a checkpoint slimmed to SAMPLING_KEYS (slim_checkpoint) will do."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}: train the stage first "
                                 f"(python train.py --stage N) or fix the path")
@@ -102,11 +104,24 @@ def load_checkpoint(path: str) -> tuple[dict, StageConfig]:
         raise ValueError(f"{path} is not a readable SSW-GAN checkpoint ({type(e).__name__}: {e}). "
                          f"It may be truncated or from another program: move it away or "
                          f"point at another file.") from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    missing = [k for k in (SAMPLING_KEYS if for_sampling else CHECKPOINT_KEYS)
+               if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing and isinstance(ckpt, dict) and ckpt.get("slim"):
+        raise ValueError(f"{path} is slimmed for sampling (G_ema alone) and cannot resume training: "
+                         f"train from its run folder's ckpt.pt, or start afresh with another --out.")
     if missing:
         raise ValueError(f"{path} is not an SSW-GAN stage checkpoint (missing {missing}): "
                          f"move it away or point at another file.")
     return ckpt, stage_config_of(path, ckpt["config"])
+
+
+def slim_checkpoint(path: str, out: str) -> int:
+    """Write checkpoint `path` slimmed to what sampling and evaluation read (SAMPLING_KEYS: G_ema,
+    the step, the args and the StageConfig) to `out`, atomically; returns its size in bytes. The
+    repository's demo chain is such files: a tenth of a full checkpoint's size."""
+    ckpt, _ = load_checkpoint(path)
+    save_checkpoint(out, {**{k: ckpt[k] for k in SAMPLING_KEYS}, "shapes": ckpt.get("shapes"), "slim": True})
+    return os.path.getsize(out)
 
 
 def stage_config_of(path: str, cfg: dict) -> StageConfig:
@@ -161,6 +176,21 @@ def restore_state(path: str, cfg: StageConfig, nets: dict, opts: dict, device: t
     if device.type == "cuda" and "cuda" in ckpt["rng"]:
         torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
     return ckpt["step"]
+
+
+def init_generator(path: str, cfg: StageConfig, G: nn.Module, G_ema: nn.Module) -> None:
+    """Start G and G_ema from another run's checkpoint of the same stage and generator (train.py
+    --init-g: ESRGAN's L1-trained start for the game). The Ds, optimizers and step start fresh,
+    so the Ds' settings (--crop, --d-ch) may differ."""
+    ckpt, ckpt_cfg = load_checkpoint(path)
+    generator = ("preset", "stage", "clip_frames", "clip_size", "view_s", "view_t", "ch", "g_mults", "z_dim",
+                 "num_classes", "context", "grounded")
+    diff = {k: (getattr(ckpt_cfg, k), getattr(cfg, k)) for k in generator if getattr(ckpt_cfg, k) != getattr(cfg, k)}
+    if diff:
+        raise ValueError(f"--init-g {path}: its G differs from this run's (checkpoint vs now: {diff}); "
+                         f"start from a checkpoint of the same stage with the same flags.")
+    load_weights(G, ckpt["G"], path, "G")
+    load_weights(G_ema, ckpt["G_ema"], path, "G_ema")
 
 
 # -----------------------------------------------------------------------------
@@ -219,7 +249,7 @@ class Status:
         means = self.means(step) if self.sums else {}
         if not all(map(math.isfinite, means.values())):
             where = f"at step {step}" if step - self.step == 1 else f"in steps {self.step + 1}-{step}"
-            what = f"non-finite loss {where} (mean D {means['loss_D']}, G {means['loss_G']})"
+            what = f"non-finite loss {where} (mean D {means.get('loss_D')}, G {means['loss_G']})"
         else:
             bad = [name for name, m in (nets or {}).items() if m is not None and not torch.stack(
                 [t.isfinite().all() for t in m.state_dict().values() if t.is_floating_point()]).all()]
@@ -239,7 +269,9 @@ class Status:
                    data_s_per_it=round(self.data_time / steps, 4), mem_gb=round(memory_gb(self.device), 3),
                    skipped_videos=int(self.skipped))
         ds = [k[2:-5] for k in rec if k.startswith("D_") and k.endswith("_real")]  # s, t, m
-        print(f"step {step} | batch {self.batch} | D {rec['loss_D']:.3f} G {rec['loss_G']:.3f} | logits real/fake "
+        print(f"step {step} | batch {self.batch} | "
+              + (f"D {rec['loss_D']:.3f} " if "loss_D" in rec else "no D ")  # --no-adversarial
+              + f"G {rec['loss_G']:.3f}" + (" | logits real/fake " if ds else "")
               + " ".join(f"{k} {rec[f'D_{k}_real']:+.2f}/{rec[f'D_{k}_fake']:+.2f}" for k in ds)
               + (f" | rec {rec['rec']:.4f}" if "rec" in rec else "")
               + f" | {s_it:.3f} s/it {1 / s_it:.2f} it/s | data {rec['data_s_per_it']:.3f} s/it"

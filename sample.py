@@ -23,16 +23,25 @@ import time
 import numpy as np
 import torch
 
-from data import StageExamples, mirrored, to_uint8, view
+from data import StageExamples, mirrored, open_clips, to_uint8, view
 from models import G1, Gup, StageConfig, fake_batch, upsample, upscale_chunk
-from runfolder import load_checkpoint, load_weights
-from videos import video_grid, write_gif, write_mp4
+from runfolder import load_checkpoint, load_weights, slim_checkpoint
+from videos import video_grid, write_gif, write_mp4, write_strip
+
+
+# The demo preset's three stages as trained by the README's quick start, slimmed (--slim).
+DEMO_CHAIN = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints", f"demo-stage{k}.pt")
+              for k in (1, 2, 3)]
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Sample videos from a chain of SSW-GAN stage checkpoints.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", nargs="+", required=True, help="stage checkpoints, stage 1 first")
+    p.add_argument("--ckpt", nargs="+", default=DEMO_CHAIN,
+                   help="stage checkpoints, stage 1 first (default: the demo's trained chain, checkpoints/)")
+    p.add_argument("--slim", action="store_true",
+                   help="write the --ckpt checkpoints slimmed to what sampling reads (G_ema and its config) "
+                        "into --out as demo-stageN.pt, and exit")
     p.add_argument("--stages", type=int, default=None, help="run only the first N stages given")
     p.add_argument("--n", type=int, default=8, help="videos to make")
     p.add_argument("--class", dest="cls", type=int, default=None,
@@ -48,6 +57,10 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--fps", type=int, default=25, help="frame rate of the written GIF/MP4")
     p.add_argument("--out", default="samples", help="output folder")
+    p.add_argument("--strip", action="store_true",
+                   help="also write strip.png: for each class made, a held-out real video of it (--real) "
+                        "above the first video made of it, every 4th frame (the README's picture)")
+    p.add_argument("--real", default="synthetic", help="the data --strip's real rows come from")
     return p.parse_args(argv)
 
 
@@ -63,7 +76,7 @@ def load_chain(paths: list[str], device: torch.device) -> list[tuple[StageConfig
                                 f"python train.py --stage N, or fix the path")
     chain = []
     for k, path in enumerate(paths):
-        ckpt, cfg = load_checkpoint(path)
+        ckpt, cfg = load_checkpoint(path, for_sampling=True)
         if chain and cfg.stage != chain[0][0].stage + k:
             raise ValueError(f"{path} is a stage-{cfg.stage} checkpoint but follows stage "
                              f"{chain[-1][0].stage} in --ckpt: list the checkpoints in stage order")
@@ -231,9 +244,31 @@ def fixed_inputs(cfg: StageConfig, heldout: StageExamples | None, device: torch.
 
 
 
+def write_class_strip(path: str, videos: np.ndarray, labels: torch.Tensor, cfg: StageConfig, source: str) -> None:
+    """A PNG (videos.write_strip): for each class in `labels`, the first held-out real video of
+    that class at the chain's size above the first of `videos` (uint8 (N, T, H, W, 3)) made for
+    it, every 4th frame, each pixel shown 2x2."""
+    clips = open_clips(source, cfg.clip_frames, cfg.clip_size, seed=0, stride=cfg.frame_stride, flip=False,
+                       split="val")
+    real = StageExamples(clips, cfg.view_s, cfg.view_t, window=None)
+    names = getattr(clips, "classes", None) or [f"class {y}" for y in range(cfg.classes)]
+    rows = []
+    for y in sorted(set(labels.tolist())):
+        x = next(item["x"] for item in (real[i] for i in range(len(real))) if item["y"] == y)  # (3, T, H, W)
+        rows += [(f"real {names[y]}", to_uint8(x).numpy()), (f"made {names[y]}", videos[labels.tolist().index(y)])]
+    write_strip(path, rows, list(range(0, videos.shape[1], 4)), 2)
+
+
 def main(argv: list[str] | None = None) -> np.ndarray:
     args = get_args(argv)
     device = torch.device(args.device)
+    if args.slim:
+        os.makedirs(args.out, exist_ok=True)
+        for path in args.ckpt:
+            _, cfg = load_checkpoint(path)
+            out = os.path.join(args.out, f"{cfg.preset}-stage{cfg.stage}.pt")
+            print(f"{path} -> {out}: {slim_checkpoint(path, out) / 2**20:.2f} MiB")
+        return np.zeros(0, np.uint8)
     if args.stages is not None and not 1 <= args.stages <= len(args.ckpt):
         raise ValueError(f"--stages {args.stages}: give 1..{len(args.ckpt)} (the checkpoints listed)")
     paths = args.ckpt[:args.stages]
@@ -257,6 +292,8 @@ def main(argv: list[str] | None = None) -> np.ndarray:
           f"in {time.time() - t0:.1f} s on {device}")
 
     write_videos(args.out, videos, args.fps)
+    if args.strip:
+        write_class_strip(os.path.join(args.out, "strip.png"), videos, labels, cfg, args.real)
     return videos
 
 

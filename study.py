@@ -47,6 +47,7 @@ import train
 from data import to_uint8
 from models import stage_config, upsample
 from runfolder import read_log
+from videos import write_strip
 
 SOURCE = "synthetic"   # the built-in data
 CAL_STEPS = 2          # each run's first steps; step 2 gives its s/step (step 1 warms up)
@@ -376,22 +377,8 @@ def curves(args: argparse.Namespace, name: str, path: str) -> None:
 
 
 def strip(path: str, rows: list[tuple[str, torch.Tensor]], frames: list[int], scale: int) -> None:
-    """A PNG of labelled rows, each a video (3, T, H, W) in [-1, 1] shown as its `frames` side by
-    side, every pixel scale x scale."""
-    H, W = rows[0][1].shape[-2:]
-    label, cell_w, cell_h = 90, W * scale + 2, H * scale + 2
-    img = Image.new("RGB", (label + cell_w * len(frames), cell_h * len(rows) + 16), "white")
-    draw = ImageDraw.Draw(img)
-    for k, t in enumerate(frames):
-        draw.text((label + k * cell_w + 2, 2), f"t={t}", fill="black")
-    for r, (name, x) in enumerate(rows):
-        top = 16 + r * cell_h
-        draw.text((2, top + cell_h // 2 - 6), name, fill="black")
-        video = to_uint8(x.float()).numpy()                                   # (T, H, W, 3)
-        for k, t in enumerate(frames):
-            frame = Image.fromarray(video[t]).resize((W * scale, H * scale), Image.NEAREST)
-            img.paste(frame, (label + k * cell_w + 1, top + 1))
-    img.save(path)
+    """videos.write_strip of float videos (3, T, H, W) in [-1, 1]."""
+    write_strip(path, [(name, to_uint8(x.float()).numpy()) for name, x in rows], frames, scale)
 
 
 # -----------------------------------------------------------------------------
@@ -411,7 +398,7 @@ def arm_compute(args: argparse.Namespace, plan: dict, results: Results) -> list[
     wall = {r: training_seconds(log_of(args, r)) / 60 for r in [*SSW, "dvd"]}
     mem_ssw, mem_dvd = max(plan["saved_gb"][r] for r in SSW), plan["saved_gb"]["dvd"]
     real = next(evaluate.real_views(SOURCE, cfg, 2, 2))[0]
-    made = [next(evaluate.from_noise(c, 2, 2, device)) for c in (chain, dvd)]
+    made = [next(evaluate.from_noise(c, 2, 2, device))[0] for c in (chain, dvd)]
     strip(os.path.join(args.out, "arm1-samples.png"),
           [(f"{who} {k}", x[k]) for k in range(2) for who, x in zip(("real", "SSW", "DVD"), (real, *made))],
           list(range(0, cfg.video_frames, 4)), 2)

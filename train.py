@@ -21,22 +21,47 @@ import contextlib
 import copy
 import datetime
 import json
+import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
 import distributed
 from data import StageExamples, open_clips
 from distributed import StepSampler, WithIds, cross_replica_bn, micro_batch, step_noise
-from evaluate import stage_fvd
+from evaluate import stage_scores
 from losses import LAMBDA_M, LAMBDA_REC, d_loss, g_loss
 from models import PRESETS, Gup, StageConfig, build_stage, fake_batch, stage_config
-from runfolder import (CheckpointWriteError, Every, FolderInUse, Status, TrainingDiverged, atomic_file, lock_folder,
-                       quiet_worker, restore_state, save_checkpoint, stop_on_signals, train_state)
+from runfolder import (CheckpointWriteError, Every, FolderInUse, Status, TrainingDiverged, atomic_file, init_generator,
+                       lock_folder, quiet_worker, restore_state, save_checkpoint, stop_on_signals, train_state)
 from sample import fixed_inputs, write_samples
 from videos import Clips
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a stage trains by default: what the optimiser and loss flags fall back to. The
+    defaults are DVD-GAN's (BigGAN's Adam, 2 D steps, EMA 0.999), made for batches of 512 over
+    100k+ steps; a preset for a CPU has its own row in RECIPES, found by measurement
+    (docs/demo.md)."""
+    batch_size: int | None = None         # None: 32 on a GPU, 2 on a CPU
+    max_iters: int = 200_000
+    lr_g: float = 1e-4
+    lr_d: float = 5e-4
+    beta1: float = 0.0                    # Adam's beta1, G and D; beta2 is 0.999
+    d_steps: int = 2
+    ema: float = 0.999
+    lambda_rec: float = LAMBDA_REC        # upscalers' L1 term
+
+
+RECIPES: dict[str, list[Recipe]] = {  # a preset without a row trains every stage with Recipe()
+    "demo": [Recipe(batch_size=16, lr_g=5e-4, lr_d=5e-4, d_steps=1),
+             Recipe(batch_size=16, lr_g=5e-4, lr_d=5e-4, d_steps=1),
+             Recipe(batch_size=16, lr_g=5e-4, lr_d=5e-4, d_steps=1)],
+}
+CPU_PRESET = "demo"  # what `python train.py --stage N` trains on a machine without a GPU
 
 STATUS_SECONDS = 30      # a status line at least this often, whatever --log-every says
 SAMPLE_SECONDS = 240     # a sample grid at least this often (and after the first step)
@@ -47,13 +72,14 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--stage", type=int, default=1, help="which stage to train (1-based)")
-    p.add_argument("--preset", default="ssw-128", choices=sorted(PRESETS), help="row of the preset table")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help=f"row of the preset table (default: ssw-128 on a GPU, {CPU_PRESET} on a CPU)")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (built-in bouncing shapes), a folder prepare.py wrote, or a folder of videos")
     p.add_argument("--out", default=None, help="output folder (default out/stageN)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="videos per D and per G step, per process and micro-batch (default: 32 on GPU, "
-                        "2 on CPU, where training is a demo of the pipeline, not a real run)")
+                   help="videos per D and per G step, per process and micro-batch (default: the preset's "
+                        "recipe, else 32 on a GPU and 2 on a CPU)")
     p.add_argument("--grad-accum", type=int, default=1,
                    help="micro-batches per D and per G step: the batch is processes x batch-size x this")
     p.add_argument("--sync-bn", action="store_true",
@@ -63,15 +89,28 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="under DDP, seconds a collective waits for the other ranks before the job "
                         "exits with an error (a dead or hung rank); rank 0 alone runs samples, FVD and "
                         "checkpoints meanwhile, so keep it above their time")
-    p.add_argument("--max-iters", type=int, default=200_000, help="G steps to train for")
+    p.add_argument("--max-iters", type=int, default=None,
+                   help="G steps to train for (default: the preset's recipe, train.RECIPES; else 200,000)")
     p.add_argument("--window", type=int, default=None, help="stages >= 2: output frames per window (even)")
     p.add_argument("--frame-stride", type=int, default=None,
                    help="source frames between two clip frames (default: the preset's, 1); with data "
                         "prepared at 25 fps, 2 makes a 100-frame clip span 8 s; recorded in the checkpoint")
-    p.add_argument("--lr-g", type=float, default=1e-4, help="Adam learning rate of G")
-    p.add_argument("--lr-d", type=float, default=5e-4, help="Adam learning rate of the Ds")
-    p.add_argument("--d-steps", type=int, default=2, help="D steps per G step")
-    p.add_argument("--ema", type=float, default=0.999, help="decay of G_ema (warmed up over the first steps)")
+    recipe = "(default: the preset's recipe, train.RECIPES; DVD-GAN's: %s)"
+    p.add_argument("--lr-g", type=float, default=None, help="Adam learning rate of G " + recipe % Recipe.lr_g)
+    p.add_argument("--lr-d", type=float, default=None, help="Adam learning rate of the Ds " + recipe % Recipe.lr_d)
+    p.add_argument("--beta1", type=float, default=None, help="Adam's beta1 for G and the Ds " + recipe % Recipe.beta1)
+    p.add_argument("--d-steps", type=int, default=None, help="D steps per G step " + recipe % Recipe.d_steps)
+    p.add_argument("--ema", type=float, default=None,
+                   help="decay of G_ema, warmed up over the first steps " + recipe % Recipe.ema)
+    p.add_argument("--adversarial", action=argparse.BooleanOptionalAction, default=True,
+                   help="stages >= 2: --no-adversarial trains G on the L1 term alone, with no D built or "
+                        "stepped: the baseline the adversarial game must beat, and ESRGAN's pre-training")
+    p.add_argument("--init-g", default=None,
+                   help="stages >= 2: a checkpoint of the same stage whose G and G_ema start this run "
+                        "(ESRGAN's recipe: an L1-trained start, then the game); ignored when resuming")
+    p.add_argument("--crop", type=int, default=None,
+                   help="stages >= 2: train on crop x crop patches of each window (default: the preset's); "
+                        "sampling still makes whole frames; recorded in the checkpoint")
     p.add_argument("--context", type=int, default=None,
                    help="stages >= 2: conditioning frames of context each side of a training window, "
                         "as the sampler's overlap gives (default: the stage's receptive radius R; "
@@ -87,10 +126,10 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(under a sum, Ds trained against an upscaler's start stay at chance); recorded in the checkpoint")
     p.add_argument("--lambda-m", type=float, default=LAMBDA_M,
                    help="weight of the matching discriminator D_m (stages >= 2); 0 removes D_m")
-    p.add_argument("--lambda-rec", type=float, default=LAMBDA_REC,
+    p.add_argument("--lambda-rec", type=float, default=None,
                    help="stages >= 2: weight of the L1 distance between G's window and the real one in "
-                        "the G step (pix2pix's reconstruction term, at pix2pix's weight); 0: the "
-                        "paper's adversarial G alone")
+                        "the G step (pix2pix's reconstruction term); 0: the paper's adversarial G alone "
+                        + recipe % Recipe.lambda_rec)
     p.add_argument("--mismatch-negatives", action="store_true",
                    help="D_m also sees real windows paired with another video's view, as fakes")
     p.add_argument("--seed", type=int, default=0, help="seeds init, noise and data order")
@@ -114,8 +153,20 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--frame-stride {args.frame_stride}: must be >= 1 (1 keeps every frame)")
     if args.out is None:
         args.out = os.path.join("out", f"stage{args.stage}")
+    gpu = args.device.startswith("cuda")
+    args.cpu_default = args.preset is None and not gpu  # said in the run's first line
+    if args.preset is None:
+        args.preset = "ssw-128" if gpu else CPU_PRESET
+    if not 1 <= args.stage <= len(PRESETS[args.preset]):
+        p.error(f"--stage {args.stage}: preset {args.preset!r} has stages 1..{len(PRESETS[args.preset])}")
+    recipe = RECIPES.get(args.preset, [Recipe()] * len(PRESETS[args.preset]))[args.stage - 1]
+    for f in fields(Recipe):  # a flag left unset takes the recipe's value
+        if getattr(args, f.name) is None:
+            setattr(args, f.name, getattr(recipe, f.name))
     if args.batch_size is None:
-        args.batch_size = 32 if args.device.startswith("cuda") else 2
+        args.batch_size = 32 if gpu else 2
+    if not args.adversarial:
+        args.d_steps = 0  # no D to step
     return args
 
 
@@ -133,6 +184,8 @@ def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
         overrides["frame_stride"] = args.frame_stride
     if args.window is not None:
         overrides["window"] = args.window
+    if args.crop is not None:
+        overrides["crop"] = args.crop
     if args.d_ch is not None:
         overrides["d_ch"] = args.d_ch
     if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup
@@ -157,11 +210,12 @@ def ema_update(G_ema, G, decay: float, step: int) -> None:
 
 
 def optimizers(G, Ds: list, args: argparse.Namespace) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """(opt_G, opt_D): Adam with BigGAN's betas (0, 0.999), opt_D over the parameters of all Ds.
+    """(opt_G, opt_D): Adam with betas (--beta1, 0.999) (BigGAN's: 0), opt_D over all the Ds' parameters.
     foreach: each update is a dozen multi-tensor ops, whatever the number of tensors (torch's
     default on GPUs, but not on the CPU or the meta device bench.py profile counts on)."""
-    opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(0.0, 0.999), foreach=True)
-    opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=(0.0, 0.999), foreach=True)
+    betas = (args.beta1, 0.999)
+    opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=betas, foreach=True)
+    opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=betas, foreach=True)
     return opt_G, opt_D
 
 
@@ -173,6 +227,9 @@ def train(args: argparse.Namespace) -> dict:
     timeout = datetime.timedelta(seconds=args.ddp_timeout)
     rank, world, device = distributed.setup(args.device, timeout)
     main = rank == 0
+    if main and args.cpu_default:
+        print(f"no GPU: training the CPU demo preset {args.preset!r} (docs/demo.md); --preset ssw-128 trains the "
+              f"paper's 128x128 videos", flush=True)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN's convs use TF32 by default)
         torch.backends.cudnn.benchmark = True        # a stage's shapes never change: pick conv kernels once
@@ -182,7 +239,7 @@ def train(args: argparse.Namespace) -> dict:
     # --- data: the stage's view (windowed, with its conditioning c) of the preset's clips
     clips = make_clips(args, stage_config(args.preset, args.stage))
     cfg = resolve_config(args, clips.num_classes)
-    examples = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=args.seed)
+    examples = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=args.seed, crop=cfg.crop)
     if args.dry_run:
         print(json.dumps({"args": vars(args), "config": asdict(cfg)}, indent=2))
         return {}
@@ -214,12 +271,16 @@ def train(args: argparse.Namespace) -> dict:
             if main and m is not None and name != "G_ema":
                 print(f"{name:3} {sum(p.numel() for p in m.parameters()):>12,} parameters")
 
-        # --- resume: the same command continues the same run, on every rank
+        # --- resume: the same command continues the same run, on every rank; or start G from --init-g
         step = 0
         if os.path.exists(ckpt_path):
             step = restore_state(ckpt_path, cfg, nets, opts, device)
             if main:
                 print(f"resuming {ckpt_path} at step {step}")
+        elif args.init_g:
+            init_generator(args.init_g, cfg, G, G_ema)
+            if main:
+                print(f"G and G_ema start from {args.init_g}")
 
         # --- what the steps call. Under torchrun, DDP wrappers: a D step syncs D grads, a G step
         # G grads; the G step calls the Ds unwrapped (it needs no D grad, and DDP would wait for
@@ -230,12 +291,13 @@ def train(args: argparse.Namespace) -> dict:
         if args.compile:
             G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, D_s, D_t, D_m = (
                 None if m is None else torch.compile(m) for m in (G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, D_s, D_t, D_m))
+        Ds_G = (D_s, D_t, D_m) if args.adversarial else (None, None, None)  # the Ds the G loss asks
 
         # --- data: the loader, and the sample grids' fixed inputs
         loader = torch.utils.data.DataLoader(
             WithIds(examples), batch_size=args.batch_size, num_workers=args.workers,
             pin_memory=device.type == "cuda",
-            sampler=StepSampler(step * args.d_steps, args.batch_size * args.grad_accum, rank, world),
+            sampler=StepSampler(step * max(args.d_steps, 1), args.batch_size * args.grad_accum, rank, world),
             generator=torch.Generator(),  # keeps the global RNG untouched
             worker_init_fn=quiet_worker, persistent_workers=args.workers > 0)
         batches = iter(loader)
@@ -260,12 +322,17 @@ def train(args: argparse.Namespace) -> dict:
         status = Status(args.out, device, step, main, args.batch_size * args.grad_accum * world)
 
         def score_fvd(step: int) -> None:
-            """The stage's rung of the ladder, appended to log.jsonl: G_ema's FVD and its cost."""
+            """The stage's rung of the ladder, appended to log.jsonl: G_ema's FVD, its start's and the
+            real floor's (cached after the first), the headroom closed, recognizability, the cost."""
             t_fvd = time.time()  # logged: what a score costs (s/it leaves it out)
-            fvd_score = stage_fvd(cfg, G_ema, args.data, args.fvd_n, device, os.path.join(args.out, "fvd-stats"))
-            status.append({"step": step, "fvd": round(fvd_score, 2), "fvd_n": args.fvd_n,
-                           "fvd_s": round(time.time() - t_fvd, 2)})
-            print(f"step {step} | FVD {fvd_score:.1f} ({args.fvd_n} videos)", flush=True)
+            s = stage_scores(cfg, G_ema, args.data, args.fvd_n, device, os.path.join(args.out, "fvd-stats"))
+            headroom = None if math.isnan(s["headroom"]) else round(s["headroom"], 3)
+            recognized = None if s["recognizability"] is None else round(s["recognizability"], 3)
+            status.append({"step": step, "fvd": round(s["fvd"], 2), "fvd_start": round(s["start"], 2),
+                           "fvd_real": round(s["real"], 2), "headroom": headroom, "recognizability": recognized,
+                           "fvd_n": args.fvd_n, "fvd_s": round(time.time() - t_fvd, 2)})
+            print(f"step {step} | FVD {s['fvd']:.1f} (start {s['start']:.1f}, real {s['real']:.1f}: headroom closed "
+                  f"{headroom}) | recognizability {recognized} ({args.fvd_n} videos)", flush=True)
 
         if main and args.fvd_every and step == 0:  # the curve starts at the stage's own start
             score_fvd(0)
@@ -287,6 +354,8 @@ def train(args: argparse.Namespace) -> dict:
                         (loss_D / len(micro)).backward()
                     status.add({"loss_D": loss_D, **stats}, weight=1 / (args.d_steps * len(micro)))
                 opt_D.step()
+            if not args.adversarial:  # the L1 baseline: no D steps, so the G step draws its batch
+                micro = next_batch("d_noise")
 
             for D in Ds:  # G step on the last D batch, with fresh noise: D grads not needed
                 D.requires_grad_(False)
@@ -296,7 +365,7 @@ def train(args: argparse.Namespace) -> dict:
                 with micro_batch(m, len(micro), ddp_G, [G, *Ds], batched_sn=not args.compile):
                     with autocast:
                         x_fake = fake_batch(G_ddp, cfg, batch)
-                        loss_G, stats = g_loss(D_s, D_t, D_m, batch, x_fake, args.lambda_m, args.lambda_rec)
+                        loss_G, stats = g_loss(*Ds_G, batch, x_fake, args.lambda_m, args.lambda_rec)
                     (loss_G / len(micro)).backward()
                 status.add({"loss_G": loss_G, **stats}, weight=1 / len(micro))
             opt_G.step()

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageSequence
+from PIL import Image, ImageDraw, ImageSequence
 from torch.utils.data import Dataset
 
 try:
@@ -180,6 +180,24 @@ def write_gif(path: str | Path, frames: np.ndarray | torch.Tensor, fps: int = 8)
     frames = np.asarray(frames)
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=1000 / fps, loop=0)
+
+
+def write_strip(path: str | Path, rows: list[tuple[str, np.ndarray]], frames: list[int], scale: int) -> None:
+    """A PNG of labelled rows, each a uint8 video (T, H, W, 3) shown as its `frames` side by side,
+    every pixel scale x scale: how the README shows videos on a page."""
+    H, W = rows[0][1].shape[1:3]
+    label, cell_w, cell_h = 90, W * scale + 2, H * scale + 2
+    img = Image.new("RGB", (label + cell_w * len(frames), cell_h * len(rows) + 16), "white")
+    draw = ImageDraw.Draw(img)
+    for k, t in enumerate(frames):
+        draw.text((label + k * cell_w + 2, 2), f"t={t}", fill="black")
+    for r, (name, video) in enumerate(rows):
+        top = 16 + r * cell_h
+        draw.text((2, top + cell_h // 2 - 6), name, fill="black")
+        for k, t in enumerate(frames):
+            frame = Image.fromarray(np.asarray(video[t])).resize((W * scale, H * scale), Image.NEAREST)
+            img.paste(frame, (label + k * cell_w + 1, top + 1))
+    img.save(path)
 
 
 def write_mp4(path: str | Path, frames: np.ndarray | torch.Tensor, fps: int = 8):

@@ -194,3 +194,43 @@ def test_stage_examples_reject_bad_windows():
     with pytest.raises(ValueError, match="even"):
         StageExamples(CountingClips(), view_s=1, view_t=1, window=3)
 
+
+
+def test_texture_fades_before_the_nyquist_limit():
+    """Each texture grating renders at full amplitude down to a 3-pixel period and not at all
+    at 2 pixels or less, at any size: no size aliases it."""
+    for size in (16, 32, 64, 128):
+        freq, amp = SyntheticVideos.texture_octaves(10.0, size).T
+        period = size / freq
+        assert np.all(amp[period >= 3] == SyntheticVideos.texture) and np.all(amp[period <= 2] == 0)
+
+
+def test_texture_is_detail_the_view_loses(monkeypatch):
+    """The 2x view of a 64-pixel clip loses its textures: trilinear upsampling of the view misses
+    the clip by far more than it does on the same scenes without textures."""
+    from models import upsample
+
+    def lost(texture):
+        monkeypatch.setattr(SyntheticVideos, "texture", texture)
+        x = to_float(np.stack([SyntheticVideos(8, 64)[i][0] for i in range(6)]))  # (6, 3, 8, 64, 64)
+        return (upsample(view(x, 2, 2)) - x).abs().mean().item()
+    assert lost(SyntheticVideos.texture) > 1.5 * lost(0.0)
+
+
+def test_stage_examples_crop_a_patch_and_its_view():
+    """crop: x is a crop x crop patch of the whole window at an even offset, and c (and
+    c_context) the matching patch of the view, so c == view(x, 2, 2) still holds."""
+    clips = SyntheticVideos(frames=16, size=32, seed=2)
+    whole = StageExamples(clips, view_s=1, view_t=1, window=4, context=1, seed=4)
+    patches = StageExamples(clips, view_s=1, view_t=1, window=4, context=1, seed=4, crop=12)
+    for i in range(4):
+        a, b = patches[i], whole[i]
+        assert a["x"].shape == (3, 4, 12, 12) and a["c_context"].shape == (3, 4, 6, 6)
+        torch.testing.assert_close(view(a["x"], 2, 2), a["c"])
+        offsets = [(t, l) for t in range(0, 21, 2) for l in range(0, 21, 2)
+                   if torch.equal(b["x"][..., t:t + 12, l:l + 12], a["x"])]
+        assert len(offsets) == 1
+        t, l = offsets[0]
+        assert torch.equal(b["c_context"][..., t // 2:t // 2 + 6, l // 2:l // 2 + 6], a["c_context"])
+    with pytest.raises(ValueError, match="crop"):
+        StageExamples(clips, view_s=1, view_t=1, window=None, crop=8)

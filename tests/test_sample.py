@@ -1,5 +1,8 @@
 """sample.py: chunked inference equals the whole-video pass, seams, the chain end to end, refusals."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -63,12 +66,14 @@ def test_chunked_equals_whole_video(gup, Tc, chunk, extra):
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("preset", ["tiny", "demo"])
 @torch.no_grad()
-def test_grounded_chunks_equal_the_whole_video():
+def test_grounded_chunks_equal_the_whole_video(preset):
     """models.ground looks one conditioning frame ahead, and Gup's R counts it: with
-    grounded=True chunking stays exact at overlap R, and is not at R - 1 (R is tight)."""
+    grounded=True chunking stays exact at overlap R, and is not at R - 1 (R is tight); on the
+    demo's stage 3 too (trained on patches, sampled on whole frames)."""
     torch.manual_seed(0)
-    G = as_if_trained(Gup(stage_config("tiny", 3, num_classes=3, grounded=True)).eval())
+    G = as_if_trained(Gup(stage_config(preset, 3, num_classes=3, grounded=True)).eval())
     c, z, y = video_inputs(G, 13)
     R = G.receptive_radius
     whole = upscale_chunked(G, c, z, y, chunk=13, overlap=R, device=CPU)
@@ -125,6 +130,7 @@ def test_end_to_end_files(checkpoints, tmp_path):
     gif = Image.open(out / "video_000.gif")
     assert gif.size == (32, 32) and gif.n_frames > 1
     assert Image.open(out / "grid.gif").size == (3 * 33 + 1, 33 + 1)
+    assert not (out / "strip.png").exists()
     # Same seed, whole-video pass (chunk >= video): the same videos up to uint8 rounding.
     again = sample.main(["--ckpt", *checkpoints, "--n", "3", "--class", "2", "--out", str(out),
                          "--chunk", "1000", "--seed", "5"])
@@ -240,3 +246,41 @@ def test_upsample_inverts_the_temporal_view():
     assert frames.tolist() == [0, 1, 2, 4, 6, 6]
     assert upsample(c, "nearest")[0, 0, :, 0, 0].tolist() == [0, 0, 2, 2, 6, 6]
     assert torch.equal(view(upsample(c), 2, 2), c)
+
+
+def test_slimmed_checkpoints_sample_as_the_full_ones(checkpoints, tmp_path):
+    """sample.py --slim keeps what sampling reads (G_ema, the config): a tenth of the bytes or
+    less, the same videos; resuming training from a slimmed file is refused by name."""
+    slim = tmp_path / "slim"
+    sample.main(["--ckpt", *checkpoints, "--slim", "--out", str(slim)])
+    paths = [str(slim / f"tiny-stage{k}.pt") for k in (1, 2, 3)]
+    for full, small in zip(checkpoints, paths):
+        assert os.path.getsize(small) < os.path.getsize(full) / 2
+    same = ["--n", "2", "--seed", "3", "--out", str(tmp_path / "v")]
+    np.testing.assert_array_equal(sample.main(["--ckpt", *paths, *same]), sample.main(["--ckpt", *checkpoints, *same]))
+    out = tmp_path / "resume"
+    out.mkdir()
+    shutil.copy(paths[0], out / "ckpt.pt")
+    with pytest.raises(ValueError, match="slimmed for sampling"):
+        train.train(train.get_args(["--preset", "tiny", "--stage", "1", "--max-iters", "2", "--batch-size", "2",
+                                    "--workers", "0", "--out", str(out)]))
+
+
+@pytest.mark.skipif(not all(os.path.isfile(p) for p in sample.DEMO_CHAIN), reason="the demo chain is not in checkpoints/")
+def test_the_shipped_demo_chain_loads_and_samples(tmp_path):
+    """`python sample.py` with no flags samples the demo's trained chain from checkpoints/:
+    32 frames at 64x64, every stage of the demo preset, each video the class it was asked for
+    at stage 1 (the chain's classes in turn)."""
+    chain = sample.load_chain(sample.DEMO_CHAIN, CPU)
+    assert [(cfg.preset, cfg.stage) for cfg, _ in chain] == [("demo", 1), ("demo", 2), ("demo", 3)]
+    videos = sample.main(["--n", "2", "--out", str(tmp_path)])
+    assert videos.shape == (2, 32, 64, 64, 3) and videos.std() > 10  # not one flat colour
+
+
+def test_strip_shows_a_real_video_above_each_class_made(checkpoints, tmp_path):
+    """--strip: strip.png holds, for each class made, a held-out real video of it and the first
+    video made of it (two rows per class), every 4th frame at 2x."""
+    sample.main(["--ckpt", *checkpoints, "--n", "4", "--out", str(tmp_path), "--strip"])
+    img = Image.open(tmp_path / "strip.png")
+    frames, rows = len(range(0, 32, 4)), 2 * 4  # tiny: 32 frames at 32x32; classes 0-3 made
+    assert img.size == (90 + frames * (2 * 32 + 2), rows * (2 * 32 + 2) + 16)

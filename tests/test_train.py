@@ -190,15 +190,25 @@ def test_smoke_with_option(tmp_path, flags):
 
 
 @pytest.mark.parametrize("stage", [1, 3])
-def test_fvd_every_logs_the_stage_score(tmp_path, stage):
+def test_fvd_every_logs_the_stage_score(tmp_path, stage, monkeypatch):
     """--fvd-every: the stage's FVD rung lands in log.jsonl at those steps, as evaluate.py's
-    ladder scores that stage (its own videos, or its output on real views of its input), and
-    the curve starts at step 0, the untrained stage: what training must improve on."""
+    ladder scores that stage (its own videos, or its output on real views of its input), with its
+    start, the real floor, the headroom closed and recognizability; the curve starts at step 0,
+    the untrained stage: what training must improve on, so its FVD there is its start's."""
+    import evaluate
+    monkeypatch.setattr(evaluate, "RECOGNIZER_CLIPS", 16)
+    monkeypatch.setattr(evaluate, "RECOGNIZER_STEPS", 2)
     run(tmp_path, "--fvd-every", "2", "--fvd-n", "3", stage=stage, iters=2)
     scores = [r for r in read_log(str(tmp_path / "run" / "log.jsonl")) if "fvd" in r]
     assert [(r["step"], r["fvd_n"]) for r in scores] == [(0, 3), (2, 3)]
     assert all(r["fvd"] > 0 for r in scores) and scores[0]["fvd"] != scores[1]["fvd"]
-    assert len(list((tmp_path / "run" / "fvd-stats").glob("*.npz"))) == 1
+    assert all(0 <= r["recognizability"] <= 1 for r in scores)
+    assert len({(r["fvd_start"], r["fvd_real"]) for r in scores}) == 1  # cached, fixed for the stage
+    if stage == 3:  # an upscaler's start is the grounded interpolation: the untrained G_ema at step 0
+        assert scores[0]["fvd"] == pytest.approx(scores[0]["fvd_start"], rel=1e-3)
+    # the real statistics, the real floor's and the start's; and the recognizer
+    assert len(list((tmp_path / "run" / "fvd-stats").glob("*.npz"))) == 3
+    assert len(list((tmp_path / "run" / "fvd-stats").glob("recognizer-*.pt"))) == 1
 
 
 def test_context_is_recorded_and_zero_reproduces_the_window_alone(tmp_path):
@@ -275,3 +285,65 @@ def test_status_seconds_per_step_leave_out_samples_and_checkpoints(tmp_path, mon
     assert [r["step"] for r in steps] == [1, 2, 3]
     assert all(r["s_per_it"] < slow for r in steps[1:]), steps  # 2 s of bookkeeping before each
 
+
+
+# -----------------------------------------------------------------------------
+# Recipes, the CPU default, the L1 baseline and an L1-trained start
+
+def test_flags_fall_back_to_the_presets_recipe():
+    demo = train_module.RECIPES["demo"][0]
+    args = get_args(["--preset", "demo", "--stage", "1", "--device", "cpu"])
+    assert (args.lr_g, args.lr_d, args.d_steps, args.batch_size) == (demo.lr_g, demo.lr_d, demo.d_steps,
+                                                                     demo.batch_size)
+    args = get_args(["--preset", "demo", "--stage", "1", "--device", "cpu", "--lr-g", "3e-5", "--d-steps", "3"])
+    assert (args.lr_g, args.d_steps, args.lr_d) == (3e-5, 3, demo.lr_d)  # a flag beats the recipe
+    dvd = train_module.Recipe()  # a preset without a row keeps DVD-GAN's
+    args = get_args(["--preset", "ssw-128", "--stage", "3", "--device", "cpu"])
+    assert (args.lr_g, args.lr_d, args.beta1, args.d_steps, args.ema, args.lambda_rec) == \
+        (dvd.lr_g, dvd.lr_d, dvd.beta1, dvd.d_steps, dvd.ema, dvd.lambda_rec) == (1e-4, 5e-4, 0.0, 2, 0.999, 100.0)
+
+
+def test_a_cpu_trains_the_demo_preset_by_default_and_says_so(tmp_path, capsys):
+    assert get_args(["--device", "cuda"]).preset == "ssw-128"
+    assert get_args(["--device", "cpu", "--preset", "ssw-128"]).preset == "ssw-128"
+    args = get_args(["--device", "cpu", "--dry-run", "--out", str(tmp_path / "run")])
+    assert args.preset == train_module.CPU_PRESET == "demo"
+    train(args)
+    assert capsys.readouterr().out.splitlines()[0].startswith("no GPU: training the CPU demo preset 'demo'")
+
+
+def test_no_adversarial_trains_g_on_the_l1_term_alone(tmp_path):
+    """--no-adversarial: the Ds are never stepped (their weights stay at init, opt_D holds no
+    state) and G moves, on one batch per step."""
+    ckpt = run(tmp_path, "--no-adversarial", stage=3, iters=2)
+    fresh = run(tmp_path, stage=3, iters=0, name="fresh")
+    for D in ("D_s", "D_t", "D_m"):
+        for k, v in ckpt[D].items():
+            torch.testing.assert_close(v, fresh[D][k], msg=f"{D}.{k}")
+    assert ckpt["opt_D"]["state"] == {}
+    assert not torch.equal(ckpt["G"]["out.weight"], fresh["G"]["out.weight"])
+
+
+def test_init_g_starts_from_another_runs_generator(tmp_path):
+    """--init-g: G and G_ema begin as the given checkpoint's (the Ds fresh, the crop may differ);
+    a checkpoint of another generator is refused with its path."""
+    source = run(tmp_path, "--no-adversarial", stage=2, iters=2, name="l1")
+    path = str(tmp_path / "l1" / "ckpt.pt")
+    start = run(tmp_path, "--init-g", path, "--crop", "8", stage=2, iters=0, name="game")
+    for net in ("G", "G_ema"):
+        for k, v in source[net].items():
+            torch.testing.assert_close(start[net][k], v, msg=f"{net}.{k}")
+    with pytest.raises(ValueError, match="l1.*ckpt.pt.*differs"):
+        run(tmp_path, "--init-g", path, "--context", "2", stage=2, iters=0, name="other")
+
+
+def test_upscalers_train_on_patches_and_sample_whole_frames(tmp_path):
+    """--crop 8 at tiny stage 2 (16 px frames): the Ds are built for 8 px patches, G samples
+    whole 16 px frames."""
+    ckpt = run(tmp_path, "--crop", "8", stage=2, iters=1)
+    _, cfg = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))
+    assert cfg.crop == 8 and cfg.d_size == 8 and cfg.out_size == 16
+    G = sample_module.load_chain([str(tmp_path / "run" / "ckpt.pt")], torch.device("cpu"))[0][1]
+    c = torch.zeros(1, 3, 4, 8, 8)
+    assert G(c, torch.zeros(1, cfg.z_dim, 4, 8, 8), torch.zeros(1, dtype=torch.long)).shape == (1, 3, 8, 16, 16)
+    assert ckpt["step"] == 1
