@@ -53,7 +53,7 @@ def wrap(net: torch.nn.Module | None, world: int):
 def lost_rank(e: RuntimeError) -> bool:
     """Did a collective fail: another rank died (connection reset) or hung past --ddp-timeout?"""
     return int(os.environ.get("WORLD_SIZE", 1)) > 1 and (
-        isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d")))
+        isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d", "pair closure")))
 
 
 # -----------------------------------------------------------------------------

@@ -56,10 +56,12 @@ class Recipe:
     lambda_rec: float = LAMBDA_REC        # upscalers' L1 term
 
 
-RECIPES: dict[str, list[Recipe]] = {  # a preset without a row trains every stage with Recipe()
-    "demo": [Recipe(batch_size=16, lr_g=5e-4, lr_d=5e-4, d_steps=1),
-             Recipe(batch_size=16, lr_g=5e-4, lr_d=5e-4, d_steps=1),
-             Recipe(batch_size=16, lr_g=5e-4, lr_d=5e-4, d_steps=1)],
+# A preset without a row trains every stage with Recipe(). The demo's steps are those of its
+# chain in checkpoints/: what 12, 10 and 10 minutes gave on a 2-core CPU (docs/demo.md).
+RECIPES: dict[str, list[Recipe]] = {
+    "demo": [Recipe(batch_size=16, max_iters=962, lr_g=5e-4, lr_d=5e-4, d_steps=1),
+             Recipe(batch_size=16, max_iters=421, lr_g=5e-4, lr_d=5e-4, d_steps=1),
+             Recipe(batch_size=16, max_iters=144, lr_g=5e-4, lr_d=5e-4, d_steps=1)],
 }
 CPU_PRESET = "demo"  # what `python train.py --stage N` trains on a machine without a GPU
 
@@ -166,6 +168,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch_size is None:
         args.batch_size = 32 if gpu else 2
     if not args.adversarial:
+        if args.stage == 1:
+            p.error("--no-adversarial is for the upscalers (stages >= 2): stage 1 has no L1 term to train on")
         args.d_steps = 0  # no D to step
     return args
 

@@ -206,15 +206,16 @@ def test_texture_fades_before_the_nyquist_limit():
 
 
 def test_texture_is_detail_the_view_loses(monkeypatch):
-    """The 2x view of a 64-pixel clip loses its textures: trilinear upsampling of the view misses
-    the clip by far more than it does on the same scenes without textures."""
-    from models import upsample
-
+    """The 2x spatial view of a 64-pixel clip loses its textures: bilinear upsampling of the view
+    misses the clip's frames by twice as much or more than on the same scenes without textures
+    (2.6x on this data when written)."""
     def lost(texture):
         monkeypatch.setattr(SyntheticVideos, "texture", texture)
         x = to_float(np.stack([SyntheticVideos(8, 64)[i][0] for i in range(6)]))  # (6, 3, 8, 64, 64)
-        return (upsample(view(x, 2, 2)) - x).abs().mean().item()
-    assert lost(SyntheticVideos.texture) > 1.5 * lost(0.0)
+        up = torch.nn.functional.interpolate(view(x, 2, 1), scale_factor=(1, 2, 2), mode="trilinear",
+                                             align_corners=False)  # bilinear on each frame
+        return (up - x).abs().mean().item()
+    assert lost(SyntheticVideos.texture) > 2 * lost(0.0)
 
 
 def test_stage_examples_crop_a_patch_and_its_view():
