@@ -115,13 +115,14 @@ def load_checkpoint(path: str, for_sampling: bool = False) -> tuple[dict, StageC
     return ckpt, stage_config_of(path, ckpt["config"])
 
 
-def slim_checkpoint(path: str, out: str) -> int:
+def slim_checkpoint(path: str, folder: str) -> str:
     """Write checkpoint `path` slimmed to what sampling and evaluation read (SAMPLING_KEYS: G_ema,
-    the step, the args and the StageConfig) to `out`, atomically; returns its size in bytes. The
-    repository's demo chain is such files: a tenth of a full checkpoint's size."""
-    ckpt, _ = load_checkpoint(path)
+    the step, the args and the StageConfig) into `folder` as PRESET-stageN.pt, atomically; returns
+    its path. The repository's demo chain is such files: a ninth of a full checkpoint's size."""
+    ckpt, cfg = load_checkpoint(path)
+    out = os.path.join(folder, f"{cfg.preset}-stage{cfg.stage}.pt")
     save_checkpoint(out, {**{k: ckpt[k] for k in SAMPLING_KEYS}, "shapes": ckpt.get("shapes"), "slim": True})
-    return os.path.getsize(out)
+    return out
 
 
 def stage_config_of(path: str, cfg: dict) -> StageConfig:

@@ -41,7 +41,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stage checkpoints, stage 1 first (default: the demo's trained chain, checkpoints/)")
     p.add_argument("--slim", action="store_true",
                    help="write the --ckpt checkpoints slimmed to what sampling reads (G_ema and its config) "
-                        "into --out as demo-stageN.pt, and exit")
+                        "into --out as PRESET-stageN.pt, and exit")
     p.add_argument("--stages", type=int, default=None, help="run only the first N stages given")
     p.add_argument("--n", type=int, default=8, help="videos to make")
     p.add_argument("--class", dest="cls", type=int, default=None,
@@ -265,9 +265,8 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     if args.slim:
         os.makedirs(args.out, exist_ok=True)
         for path in args.ckpt:
-            _, cfg = load_checkpoint(path)
-            out = os.path.join(args.out, f"{cfg.preset}-stage{cfg.stage}.pt")
-            print(f"{path} -> {out}: {slim_checkpoint(path, out) / 2**20:.2f} MiB")
+            out = slim_checkpoint(path, args.out)
+            print(f"{path} -> {out}: {os.path.getsize(out) / 2**20:.2f} MiB")
         return np.zeros(0, np.uint8)
     if args.stages is not None and not 1 <= args.stages <= len(args.ckpt):
         raise ValueError(f"--stages {args.stages}: give 1..{len(args.ckpt)} (the checkpoints listed)")
