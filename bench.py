@@ -3,7 +3,12 @@
     python bench.py cost                 # bytes saved for backward + FLOPs per training step,
                                          # every ssw-128 stage vs the dvd-128 baseline, 100/400 frames
     python bench.py profile --stage 3    # one training iteration's anatomy: aten ops per phase and
-                                         # kind (meta device); on CUDA also kernels, GPU busy, syncs
+                                         # kind, host syncs (meta device); on CUDA also kernels, GPU busy
+    python bench.py profile --compile    # ... and what torch.compile makes of the steps: graphs,
+                                         # graph breaks, recompiles (on CUDA: the compiled steps' profile)
+    python bench.py gpu-table            # on a GPU, in one call of under 8 minutes: s/iter, kernels, GPU
+                                         # busy, host syncs, memory of ssw-128 stages 1 and 3 at batch 8
+                                         # and 32, float32 and bfloat16, eager and compiled (--json too)
     python bench.py step --preset tiny   # seconds per training step (real run of train.py), its
                                          # FLOP/s against the machine's own conv (and GPU matmul)
     python bench.py sample               # time and peak memory to sample 100/400/1000 frames
@@ -12,12 +17,15 @@
     python bench.py learn --stage 3      # can the Ds tell real videos from the stage's untrained start?
 
 `cost` and `profile` run on the meta device: shapes only, no arithmetic, so they are exact and
-take seconds on any machine. `step` and `sample` measure the machine they run on (say which, when quoting).
+take seconds on any machine. `step`, `sample` and `gpu-table` measure the machine they run on (say
+which, when quoting); `gpu-table --budget` skips, and says so, what would not fit in its time.
 """
 import argparse
 import collections
 import contextlib
 import copy
+import functools
+import gc
 import json
 import math
 import os
@@ -29,6 +37,7 @@ import time
 import warnings
 
 import torch
+from torch._dynamo.utils import counters as dynamo_counters
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -37,7 +46,7 @@ import losses
 import sample
 import train  # the real fake batch and losses, not copies
 from data import StageExamples, SyntheticVideos, view
-from distributed import micro_batch, step_noise
+from distributed import example_noise, micro_batch, with_noise
 from models import G1, PRESETS, Gup, build_stage, stage_config
 from runfolder import Status, read_log
 
@@ -58,9 +67,10 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     prof.add_argument("--batch", type=int, default=8)
     prof.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     prof.add_argument("--device", default=None, help="default: cuda if there is one, else meta (shapes only)")
-    prof.add_argument("--per-layer-sn", action="store_true",
-                      help="spectral norm as torch's parametrization computes it, per layer at each "
-                           "weight access (what train.py did before it batched it): the count to compare")
+    prof.add_argument("--compile", action="store_true",
+                      help="also the steps' forwards under torch.compile, as train.py --compile: graphs, graph "
+                           "breaks, recompiles (on the meta device traced alike, run by the eager backend); on "
+                           "CUDA the GPU profile is then the compiled steps'")
     prof.add_argument("--json", default=None, help="also write the table here")
     step = sub.add_parser("step", help="seconds per training step, from a real short run of train.py")
     step.add_argument("--preset", default="tiny")
@@ -72,6 +82,18 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     step.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     step.add_argument("--workers", type=int, default=None,
                       help="DataLoader workers (default 8 on CUDA, where 1 cannot keep up; 1 on CPU)")
+    tab = sub.add_parser("gpu-table", help="s/iter, kernels, GPU busy, host syncs and peak memory of training "
+                                            "iterations over stages x batches x dtypes x eager/compiled, one call")
+    tab.add_argument("--preset", default="ssw-128")
+    tab.add_argument("--stages", type=int, nargs="+", default=[1, 3])
+    tab.add_argument("--batches", type=int, nargs="+", default=[8, 32])
+    tab.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    tab.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    tab.add_argument("--iters", type=int, default=3, help="timed iterations per combination, after 2 warm-up ones")
+    tab.add_argument("--budget", type=float, default=400,
+                     help="seconds for the whole table: a combination that would not fit is skipped")
+    tab.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    tab.add_argument("--json", default=None, help="also write the rows here (after each one)")
     smp = sub.add_parser("sample", help="time and peak memory of sampling one video (untrained chain)")
     smp.add_argument("--preset", default="ssw-128")
     smp.add_argument("--frames", type=int, nargs="+", default=[100, 400, 1000])
@@ -193,60 +215,77 @@ class OpCount(TorchDispatchMode):
     on a GPU, a kernel launch or more, whatever the batch (what a batch-independent time per
     iteration is made of); "views" (the schema says the output aliases an input, or
     _unsafe_view): no data moves; "host", numbers read from CPU scalars (.item() of a CPU
-    tensor, as the optimizers' step counters): no kernel and no sync. "rnn" counts again the
-    non-view ops inside the forwards and backwards of the nn.GRUs watch() follows: the CPU and
-    the meta device run a GRU step by step in time, where cuDNN runs it as one op each way."""
+    tensor, as the optimizers' step counters): no kernel and no sync; "syncs", values read
+    from a tensor that is not on the CPU (its .item(), .tolist(), .cpu(): host_read): the host
+    waits there until the device has run all the work queued before, so a GPU runs dry once
+    per sync. On the meta device such a read has no value to give and raises; here it is
+    counted and gives zeros (on the CPU), so that an iteration's count completes."""
 
     def __init__(self):
         super().__init__()
-        self.phase, self.bins, self.in_rnn, self.rnn_nodes = None, {}, False, []
+        self.phase, self.bins = None, {}
 
     def count(self, bin: str, kind: str) -> None:
         self.bins.setdefault(bin, {}).setdefault(self.phase, collections.Counter())[kind] += 1
 
+    @staticmethod
+    def host_read(kind: str, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """The tensor whose values op `kind` brings to the host: .item()'s (_local_scalar_dense),
+        or the source of a copy to the CPU (.cpu(), .tolist(), .to("cpu"), copy_ into a CPU
+        tensor; non_blocking too: its result is only there after a sync); else None."""
+        if kind == "_local_scalar_dense":
+            return args[0]
+        if kind == "_to_copy" and (kwargs.get("device") or args[0].device).type == "cpu":
+            return args[0]
+        if kind == "copy_" and args[0].device.type == "cpu":
+            return args[1]
+        return None
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        kind = func.overloadpacket.__name__
+        source = self.host_read(kind, args, kwargs)
         if self.phase is not None:
-            kind = func.overloadpacket.__name__
             if func.is_view or kind == "_unsafe_view":
                 self.count("views", kind)
-            elif kind == "_local_scalar_dense" and args[0].device.type == "cpu":
+            elif source is not None and source.device.type != "cpu":
+                self.count("syncs", kind)
+            elif kind == "_local_scalar_dense":
                 self.count("host", kind)
             else:
                 self.count("ops", kind)
-                node = torch._C._current_autograd_node()  # in backward: the node it runs
-                if self.in_rnn or node is not None and any(a <= node._sequence_nr() < b for a, b in self.rnn_nodes):
-                    self.count("rnn", kind)
-        return func(*args, **(kwargs or {}))
-
-    def watch(self, net: torch.nn.Module) -> None:
-        """Follow net's GRUs: ops in their forward, and in the backward nodes that forward made
-        (autograd numbers nodes in the order they are made)."""
-        def enter(m, args):
-            self.in_rnn, self.first = True, torch._C._autograd._get_sequence_nr()
-
-        def leave(m, args, out):
-            self.in_rnn = False
-            self.rnn_nodes.append((self.first, torch._C._autograd._get_sequence_nr()))
-
-        for m in net.modules():
-            if isinstance(m, torch.nn.RNNBase):
-                m.register_forward_pre_hook(enter)
-                m.register_forward_hook(leave)
+        if source is not None and source.device.type == "meta":  # no values: zeros, on the CPU
+            if kind == "_local_scalar_dense":
+                return torch.zeros((), dtype=source.dtype).item()
+            if kind == "copy_":
+                return args[0].zero_()
+            return torch.zeros(source.shape, dtype=kwargs.get("dtype") or source.dtype)
+        return func(*args, **kwargs)
 
 
-PHASES = ("noise", "D steps", "opt_D.step", "G step", "opt_G.step", "EMA", "status")
+PHASES = ("D steps", "opt_D.step", "G step", "opt_G.step", "EMA", "status")
+
+
+def compiled_step(forward, compile: bool, device: torch.device):
+    """forward as train.py runs it (train.compiled_step); on the meta device, where Inductor
+    cannot make kernels, traced as train.py traces it (fullgraph, static shapes) and run op by op
+    (the eager backend): Dynamo, where graphs break and recompile, does the same whatever the
+    backend."""
+    if compile and device.type == "meta":
+        return torch.compile(forward, backend="eager", fullgraph=True, dynamic=False)
+    return train.compiled_step(forward, compile, device)
 
 
 def training_iteration(preset: str, stage: int, batch: int, device: torch.device, dtype: str = "float32",
-                       batched_sn: bool = True, count: OpCount | None = None):
+                       count: OpCount | None = None, compile: bool = False):
     """(preset, stage) at `batch` videos, built as train.py builds it with its defaults, on random
-    data of the stage's shapes; returns iteration(step), which trains one iteration as train.py's
-    loop body does (--d-steps D steps, each: fake batch, d_loss, backward, opt_D.step; one G step:
-    g_loss, backward, opt_G.step; EMA; one micro-batch), with `count` (an OpCount) set to each
-    phase. On the meta device, shapes only: a ssw-128 stage counts in seconds, but autocast does
-    not apply there (bfloat16 counts as float32), and step_noise's per-example generators run on
-    the CPU. batched_sn=False: spectral norm as torch's parametrization computes it, per layer at
-    each access (distributed.micro_batch)."""
+    data of the stage's shapes with its noise drawn as the loader draws it (distributed.WithNoise);
+    returns iteration(step), which trains one iteration with train.py's own steps (--d-steps D
+    steps, each: train.d_forward, backward, opt_D.step; one G step: train.g_forward, backward,
+    opt_G.step; EMA; one micro-batch), with `count` (an OpCount) set to each phase; compile: the
+    steps' forwards under torch.compile, as train.py --compile (compiled_step), from an empty
+    compile cache. On the meta device, shapes only: a ssw-128 stage counts in seconds, but
+    autocast does not apply there (bfloat16 counts as float32)."""
     args = train.get_args(["--preset", preset, "--stage", str(stage), "--device", str(device),
                            "--batch-size", str(batch), "--dtype", dtype])
     cfg = train.resolve_config(args, 5)
@@ -254,53 +293,49 @@ def training_iteration(preset: str, stage: int, batch: int, device: torch.device
     torch.manual_seed(0)
     with torch.device(device) if device.type == "meta" else contextlib.nullcontext():  # meta: no init arithmetic
         G, D_s, D_t, D_m = (None if m is None else m.to(device) for m in build_stage(cfg))
-    with torch.device(device):
-        x = torch.rand(batch, 3, cfg.out_frames, cfg.out_size, cfg.out_size) * 2 - 1
-        data = {"x": x, "y": torch.arange(batch) % cfg.classes}
-        if stage > 1:
-            data["c"] = view(x, 2, 2)
-            data["c_context"] = torch.rand(batch, 3, cfg.cond_frames + 2 * cfg.context, cfg.cond_size,
-                                           cfg.cond_size) * 2 - 1
+    x = torch.rand(batch, 3, cfg.out_frames, cfg.out_size, cfg.out_size) * 2 - 1
+    data = {"x": x, "y": torch.arange(batch) % cfg.classes}
+    if stage > 1:
+        data["c"] = view(x, 2, 2)
+        data["c_context"] = torch.rand(batch, 3, cfg.cond_frames + 2 * cfg.context, cfg.cond_size,
+                                       cfg.cond_size) * 2 - 1
+    noise = {stream: [example_noise(cfg, i, data["c_context"].shape[2:] if stage > 1 else None, 0, stream)
+                      for i in range(batch)] for stream in ("d_noise", "g_noise")}
+    data["noise"] = {stream: {k: torch.stack([n[k] for n in drawn]) for k in ("z", "frames")}
+                     for stream, drawn in noise.items()}  # as the loader collates them
+    data = train.to_device(data, device)
     Ds = [D for D in (D_s, D_t, D_m) if D is not None]
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_G, opt_D = train.optimizers(G, Ds, args)
-    count.watch(G)
     autocast = torch.autocast("cpu" if device.type == "meta" else device.type, dtype=torch.bfloat16,
                               enabled=dtype == "bfloat16" and device.type != "meta")
+    if compile:
+        torch._dynamo.reset()  # its compiles are its own, and no earlier run counts against the recompile limit
+    d_step = compiled_step(functools.partial(train.d_forward, G, D_s, D_t, D_m, cfg, args.lambda_m,
+                                             args.mismatch_negatives), compile, device)
+    g_step = compiled_step(functools.partial(train.g_forward, G, D_s, D_t, D_m, cfg, args.lambda_m,
+                                             args.lambda_rec), compile, device)
     status = Status("", device, 0, main=False, batch=batch)
-
-    def noise(stream: str, step: int) -> dict:
-        count.phase = "noise"
-        drawn = step_noise(cfg, torch.arange(step * batch, (step + 1) * batch), data, args.seed, stream,
-                           torch.device("cpu") if device.type == "meta" else device)  # no meta generators
-        count.phase = None
-        return {**data, **{k: v.to(device) for k, v in drawn.items()}}
 
     def iteration(step: int) -> None:
         for _ in range(args.d_steps):
-            batch_d = noise("d_noise", step)
             count.phase = "D steps"
             opt_D.zero_grad(set_to_none=True)
-            with micro_batch(0, 1, [], [G, *Ds], batched_sn=batched_sn):
+            with micro_batch(0, 1, [], trained=Ds, others=[G]):
                 with autocast:
-                    with torch.no_grad():
-                        x_fake = train.fake_batch(G, cfg, batch_d)
-                    loss_D, stats = losses.d_loss(D_s, D_t, D_m, batch_d, x_fake, args.lambda_m,
-                                                  args.mismatch_negatives)
+                    loss_D, stats = d_step(with_noise(data, "d_noise"))
                 loss_D.backward()
             count.phase = "status"
             status.add({"loss_D": loss_D, **stats}, weight=1 / args.d_steps)
             count.phase = "opt_D.step"
             opt_D.step()
-        batch_g = noise("g_noise", step)
         count.phase = "G step"
         for D in Ds:
             D.requires_grad_(False)
         opt_G.zero_grad(set_to_none=True)
-        with micro_batch(0, 1, [], [G, *Ds], batched_sn=batched_sn):
+        with micro_batch(0, 1, [], trained=[G], others=Ds):
             with autocast:
-                x_fake = train.fake_batch(G, cfg, batch_g)
-                loss_G, stats = losses.g_loss(D_s, D_t, D_m, batch_g, x_fake, args.lambda_m, args.lambda_rec)
+                loss_G, stats = g_step(with_noise(data, "g_noise"))
             loss_G.backward()
         count.phase = "status"
         status.add({"loss_G": loss_G, **stats})
@@ -317,34 +352,58 @@ def training_iteration(preset: str, stage: int, batch: int, device: torch.device
 
 def op_table(count: OpCount, top: int = 15) -> dict:
     """Per phase and in all: each bin's count (OpCount), and the non-view ops by kind."""
-    empty = collections.Counter()
-    phases = {p: {bin: sum(count.bins.get(bin, {}).get(p, empty).values()) for bin in ("ops", "rnn", "views", "host")}
+    empty, bins = collections.Counter(), ("ops", "views", "host", "syncs")
+    phases = {p: {bin: sum(count.bins.get(bin, {}).get(p, empty).values()) for bin in bins}
               | {"kinds": dict(count.bins.get("ops", {}).get(p, empty).most_common())} for p in PHASES}
     total = sum((count.bins.get("ops", {}).get(p, empty) for p in PHASES), collections.Counter())
-    return {"phases": phases, **{bin: sum(r[bin] for r in phases.values()) for bin in ("ops", "rnn", "views", "host")},
+    return {"phases": phases, **{bin: sum(r[bin] for r in phases.values()) for bin in bins},
             "top_kinds": dict(total.most_common(top))}
 
 
-def gpu_profile(iteration, device: torch.device, tflop: float, iters: int = 3) -> dict:
-    """On CUDA, for iteration(step) (training_iteration's), after 2 warm-up iterations (cuDNN
-    picks its kernels): s/iter over `iters`; then `iters` under torch.profiler: GPU busy time
-    over wall time (the union of kernel intervals), kernel launches, the 15 kernels with the most
-    GPU time, the native fallback convs that run (vol2col, slow_conv, ...); host syncs of one
-    iteration (sync debug mode); achieved TFLOP/s against a dense bf16 matmul in the same run."""
+def compile_stats(iteration, iters: int = 3) -> dict:
+    """torch.compile's work in iteration(step) (training_iteration(compile=True)): "graphs"
+    compiled in the first iteration (one per step's forward), "graph_breaks", "recompiles" (graphs
+    compiled in the `iters` iterations after it: guards that failed). Under fullgraph a graph
+    break raises, so there is at most one, with its "break" (the reason and the line)."""
+    dynamo_counters.clear()
+    try:
+        iteration(0)
+        graphs = dynamo_counters["stats"]["unique_graphs"]
+        for step in range(1, 1 + iters):
+            iteration(step)
+    except torch._dynamo.exc.Unsupported as e:
+        reason, _, where = str(e).partition("from user code:")
+        lines = [line.strip() for line in where.splitlines()]
+        frame = [i for i, line in enumerate(lines) if line.startswith("File ")][-1:]  # the innermost one
+        at = f" at {lines[frame[0]]}: {lines[frame[0] + 1]}" if frame else ""
+        return {"graphs": dynamo_counters["stats"]["unique_graphs"], "graph_breaks": 1, "recompiles": None,
+                "break": reason.strip().splitlines()[0] + at}
+    return {"graphs": graphs, "graph_breaks": sum(dynamo_counters["graph_break"].values()),
+            "recompiles": dynamo_counters["stats"]["unique_graphs"] - graphs}
+
+
+def seconds_per_iteration(iteration, device: torch.device, steps: range) -> float:
+    """Wall time per iteration of iteration(step) over `steps`, the device waited for."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.time()
+    for step in steps:
+        iteration(step)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.time() - t0) / len(steps)
+
+
+def kernel_profile(iteration, device: torch.device, steps: range) -> dict:
+    """On CUDA, iteration(step) over `steps` under torch.profiler: GPU busy time over wall time
+    (the union of kernel intervals), kernel launches per iteration, the 15 kernels with the most
+    GPU time, the native fallback convs that run (vol2col, slow_conv, ...)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
-    for step in range(2):
-        iteration(step)
-    torch.cuda.synchronize(device)
-    t0 = time.time()
-    for step in range(2, 2 + iters):
-        iteration(step)
-    torch.cuda.synchronize(device)
-    s_per_iter = (time.time() - t0) / iters
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         t0 = time.time()
-        for step in range(2 + iters, 2 + 2 * iters):
+        for step in steps:
             iteration(step)
         torch.cuda.synchronize(device)
         wall = time.time() - t0
@@ -356,62 +415,92 @@ def gpu_profile(iteration, device: torch.device, tflop: float, iters: int = 3) -
     by_name = collections.Counter()
     for e in kernels:
         by_name[e.name] += e.time_range.elapsed_us()
+    return {"busy_over_wall": busy / 1e6 / wall, "kernels_per_iter": len(kernels) / len(steps),
+            "fallback_convs": sorted({e.name for e in kernels if any(
+                s in e.name.lower() for s in ("vol2col", "col2vol", "im2col", "col2im", "slow_conv"))}),
+            "top_kernels_ms_per_iter": {k: v / 1e3 / len(steps) for k, v in by_name.most_common(15)}}
+
+
+def host_syncs(iteration, device: torch.device, step: int) -> int:
+    """The host syncs of iteration(step) on CUDA, as its sync debug mode reports them (what
+    OpCount's "syncs" counts on the meta device, seen by the driver)."""
     with warnings.catch_warnings(record=True) as syncs:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            iteration(2 + 2 * iters)
+            iteration(step)
         finally:
             torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize(device)
+    return sum("synchroniz" in str(w.message) for w in syncs)
+
+
+def gpu_profile(iteration, device: torch.device, tflop: float, iters: int = 3) -> dict:
+    """On CUDA, for iteration(step) (training_iteration's), after 2 warm-up iterations (cuDNN
+    picks its kernels; a compiled step compiles): s/iter over `iters`; then `iters` under
+    torch.profiler (kernel_profile); host syncs of one iteration; achieved TFLOP/s against a
+    dense bf16 matmul in the same run."""
+    for step in range(2):
+        iteration(step)
+    s_per_iter = seconds_per_iteration(iteration, device, range(2, 2 + iters))
+    kernels = kernel_profile(iteration, device, range(2 + iters, 2 + 2 * iters))
+    syncs = host_syncs(iteration, device, 2 + 2 * iters)
     peak = matmul_throughput(device)
     return {"s_per_iter": s_per_iter, "tflops": tflop / s_per_iter, "bf16_matmul_tflops": peak / 1e12,
-            "busy_over_wall": busy / 1e6 / wall, "kernels_per_iter": len(kernels) / iters,
-            "host_syncs_per_iter": sum("synchroniz" in str(w.message) for w in syncs),
-            "fallback_convs": sorted({e.name for e in kernels if any(
-                s in e.name.lower() for s in ("vol2col", "col2vol", "im2col", "col2im", "slow_conv"))}),
-            "top_kernels_ms_per_iter": {k: v / 1e3 / iters for k, v in by_name.most_common(15)}}
+            "host_syncs_per_iter": syncs, **kernels}
 
 
 def profile(args: argparse.Namespace) -> None:
-    """The op table of one iteration (on the meta device without a GPU), and on CUDA the GPU's."""
+    """The op table of one iteration (on the meta device without a GPU), with --compile what
+    torch.compile made of the steps, and on CUDA the GPU's profile (of the compiled steps with
+    --compile)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "meta"))
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # as train.py on CUDA
         torch.backends.cudnn.benchmark = True
     count = OpCount()
     t0 = time.time()
-    iteration = training_iteration(args.preset, args.stage, args.batch, device, args.dtype,
-                                   not args.per_layer_sn, count)
-    iteration(0)  # uncounted: the optimizers' first step creates their state
-    with count:
-        iteration(1)
+    # eager: a dispatch mode (OpCount, FlopCounterMode) stops torch.compile, so the count is of eager steps
+    iteration = training_iteration(args.preset, args.stage, args.batch, device, args.dtype, count)
     flops = FlopCounterMode(display=False)
-    with flops:  # apart: it decomposes some ops (upsampling) that eager mode runs whole
+    with count:  # from the start: a read of device values, which the meta device cannot give, gives zeros
+        iteration(0)  # the optimizers' first step creates their state
+        with flops:   # apart: it decomposes some ops (upsampling) that eager mode runs whole
+            iteration(1)
+        count.bins = {}  # the count is of the third iteration alone
         iteration(2)
     table = op_table(count)
-    sn = "per layer at each access (torch's)" if args.per_layer_sn else "once per step, batched per net"
+    sn = "batched per net, one power iteration per optimizer step"
     d_steps = train.get_args(["--preset", args.preset, "--stage", str(args.stage)]).d_steps
     print(f"{args.preset} stage {args.stage} batch {args.batch} {args.dtype} on {device}, spectral norm {sn}: "
-          f"the second iteration ({d_steps} D steps + 1 G step), {flops.get_total_flops() / 1e12:.2f} TFLOP, "
+          f"the third iteration ({d_steps} D steps + 1 G step), eager, {flops.get_total_flops() / 1e12:.2f} TFLOP, "
           f"counted in {time.time() - t0:.1f} s")
     if args.dtype == "bfloat16" and device.type == "meta":
         print("(autocast does not apply on the meta device: these are float32's counts, without its casts)")
-    print("| phase | non-view ops | of which in nn.GRU | views | CPU scalar reads | top non-view kinds |\n"
+    print("| phase | non-view ops | views | CPU scalar reads | host syncs | top non-view kinds |\n"
           "|---|---|---|---|---|---|")
     for phase, r in table["phases"].items():
-        print(f"| {phase} | {r['ops']} | {r['rnn']} | {r['views']} | {r['host']} | "
+        print(f"| {phase} | {r['ops']} | {r['views']} | {r['host']} | {r['syncs']} | "
               + ", ".join(f"{k} {n}" for k, n in list(r["kinds"].items())[:6]) + " |")
-    print(f"| **iteration** | **{table['ops']}** | {table['rnn']} | {table['views']} | {table['host']} | "
+    print(f"| **iteration** | **{table['ops']}** | {table['views']} | {table['host']} | **{table['syncs']}** | "
           + ", ".join(f"{k} {n}" for k, n in table["top_kinds"].items()) + " |")
-    if table["rnn"] and device.type != "cuda":
-        print(f"without nn.GRU's per-time-step ops (one cuDNN op each way on CUDA): {table['ops'] - table['rnn']} "
-              f"non-view ops")
+    print(f"host syncs per iteration: {table['syncs']}")
     result = {"preset": args.preset, "stage": args.stage, "batch": args.batch, "dtype": args.dtype,
               "device": str(device), "spectral_norm": sn, "tflop_per_iter": flops.get_total_flops() / 1e12, **table}
-    if device.type == "cuda":
+    if args.compile:
+        del iteration  # the eager nets, before the compiled ones are built
+        t0, iters = time.time(), 3
+        iteration = training_iteration(args.preset, args.stage, args.batch, device, args.dtype, compile=True)
+        stats = result["compile"] = compile_stats(iteration, iters)
+        backend = "the eager backend (meta)" if device.type == "meta" else "Inductor"
+        print(f"torch.compile, fullgraph, static shapes, {backend}: {stats['graphs']} graphs compiled in the "
+              f"first iteration, {stats['graph_breaks']} graph breaks, {stats['recompiles']} recompiles in the "
+              f"{iters} after it "
+              f"({time.time() - t0:.1f} s)" + (f"; graph break: {stats['break']}" if "break" in stats else ""))
+    if device.type == "cuda" and "break" not in result.get("compile", {}):
         gpu = result["gpu"] = gpu_profile(iteration, device, result["tflop_per_iter"])
-        print(f"GPU {torch.cuda.get_device_name(device)}, cuDNN {torch.backends.cudnn.version()}: "
+        print(f"GPU {torch.cuda.get_device_name(device)}, cuDNN {torch.backends.cudnn.version()}, "
+              f"{'compiled' if args.compile else 'eager'}: "
               f"{gpu['s_per_iter']:.3f} s/iter, {gpu['tflops']:.1f} TFLOP/s = "
               f"{gpu['tflops'] / gpu['bf16_matmul_tflops']:.1%} of a dense bf16 matmul "
               f"({gpu['bf16_matmul_tflops']:.0f} TFLOP/s); GPU busy {gpu['busy_over_wall']:.0%} of the wall time; "
@@ -422,6 +511,93 @@ def profile(args: argparse.Namespace) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
+
+
+# -----------------------------------------------------------------------------
+# gpu-table: seconds per iteration over stages, batches, dtypes, eager and compiled, in one call
+
+# What a combination is guessed to take before one of its mode has run: eager is measured by the
+# first (dearest) one; the first compile of a ssw-128 stage took 144 s on a CPU (docs/measured.md).
+FIRST_GUESS_S = {"eager": 0.0, "compiled": 150.0}
+
+
+def table_row(args: argparse.Namespace, stage: int, batch: int, dtype: str, compiled: bool) -> dict:
+    """One combination: training_iteration's iteration, 2 warm-up iterations (cuDNN picks its
+    kernels, a compiled step compiles), s/iter over --iters, then on CUDA one iteration under
+    torch.profiler (kernels, GPU busy) and one under the sync debug mode, and the peak memory."""
+    device = torch.device(args.device)
+    iteration = training_iteration(args.preset, stage, batch, device, dtype, compile=compiled)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.time()
+    for step in range(2):
+        iteration(step)
+    row = {"warmup_s": time.time() - t0,
+           "s_per_iter": seconds_per_iteration(iteration, device, range(2, 2 + args.iters))}
+    if device.type == "cuda":
+        kernels = kernel_profile(iteration, device, range(2 + args.iters, 3 + args.iters))
+        row |= {"kernels_per_iter": kernels["kernels_per_iter"], "busy_over_wall": kernels["busy_over_wall"],
+                "host_syncs_per_iter": host_syncs(iteration, device, 3 + args.iters),
+                "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+    return row
+
+
+def gpu_table(args: argparse.Namespace) -> None:
+    """Every (stage, batch, dtype, mode) of the flags, within --budget seconds: eager first, then
+    compiled, each mode's dearest combinations first, so that a combination is skipped (and says
+    why) when the longest one of its mode so far would not fit in the time left. A combination
+    that fails (out of memory, a compile error) says so in its row and the rest go on. Rows
+    print as they finish (stderr), the table at the end (stdout); --json is rewritten after
+    each row, so a run cut short keeps what it measured."""
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # as train.py on CUDA
+        torch.backends.cudnn.benchmark = True
+    combos = [(s, b, d, m) for s in args.stages for b in args.batches for d in args.dtypes for m in args.modes]
+    order = sorted(combos, key=lambda c: (c[3] == "compiled", -c[1], c[2] != "bfloat16", -c[0]))
+    took = {"eager": [], "compiled": []}
+    rows, start = {}, time.time()
+    for stage, batch, dtype, mode in order:
+        left, need = args.budget - (time.time() - start), max(took[mode], default=FIRST_GUESS_S[mode])
+        if left <= need:
+            row = {"skipped": f"needs ~{need:.0f} s, {max(left, 0):.0f} s of --budget left"}
+        else:
+            t0 = time.time()
+            try:
+                row = table_row(args, stage, batch, dtype, mode == "compiled")
+            except Exception as e:  # one combination's failure is its row's result, not the table's end
+                row = {"failed": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"}
+            took[mode].append(time.time() - t0)
+            row["wall_s"] = took[mode][-1]
+            gc.collect()  # this combination's models, optimizers and graphs, before the next one's
+            torch._dynamo.reset()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        rows[stage, batch, dtype, mode] = row
+        done = (f"{row['s_per_iter']:.3f} s/iter ({row['wall_s']:.0f} s in all)" if "s_per_iter" in row
+                else row.get("skipped") or row["failed"])
+        print(f"stage {stage} batch {batch} {dtype} {mode}: {done}", file=sys.stderr, flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": name, "torch": torch.__version__, "preset": args.preset, "iters": args.iters,
+                           "budget_s": args.budget, "rows": [{"stage": s, "batch": b, "dtype": d, "mode": m, **r}
+                                                             for (s, b, d, m), r in rows.items()]}, f, indent=1)
+    cudnn = f", cuDNN {torch.backends.cudnn.version()}" if device.type == "cuda" else ""
+    print(f"{args.preset} training iterations on {name}, torch {torch.__version__}{cudnn}: s/iter over {args.iters} "
+          f"after 2 warm-up iterations (their time: warm-up s); kernels, GPU busy and host syncs of one more each")
+    print("| stage | batch | dtype | mode | s/iter | warm-up s | kernels/iter | GPU busy | host syncs/iter | peak GiB "
+          "| note |\n|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def cell(r: dict, key: str, fmt: str) -> str:
+        return format(r[key], fmt) if key in r else "-"  # "-": skipped, failed, or not measured off CUDA
+
+    for combo in combos:
+        r = rows[combo]
+        print(f"| {' | '.join(map(str, combo))} | {cell(r, 's_per_iter', '.3f')} | {cell(r, 'warmup_s', '.1f')} | "
+              f"{cell(r, 'kernels_per_iter', '.0f')} | {cell(r, 'busy_over_wall', '.0%')} | "
+              f"{cell(r, 'host_syncs_per_iter', 'd')} | {cell(r, 'peak_gib', '.2f')} | "
+              f"{r.get('skipped') or r.get('failed') or ''} |")
 
 
 # -----------------------------------------------------------------------------
@@ -672,5 +848,5 @@ def learn(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     a = get_args()
-    {"cost": cost, "profile": profile, "step": step_time, "sample": sample_sweep, "data": data_speed, "i3d": i3d_speed,
+    {"cost": cost, "profile": profile, "gpu-table": gpu_table, "step": step_time, "sample": sample_sweep, "data": data_speed, "i3d": i3d_speed,
      "learn": learn, "sample-one": sample_one}[a.cmd](a)

@@ -3,9 +3,10 @@
 Under torchrun, K processes x --batch-size videos x --grad-accum micro-batches make one batch.
 Any split of a batch trains what one process at the whole batch trains, because:
   - StepSampler: batch b is the same examples whatever the number of ranks and micro-batches;
-  - step_noise: a step's noise and D_s's frames are drawn per example id (WithIds), not per call;
+  - example_noise: a step's noise and D_s's frames are drawn per example id, in the loader
+    (WithNoise), not per call;
   - micro_batch: DDP all-reduces gradients once per step, and spectral norm's power iteration
-    runs once per step, for all the layers of a net together (SpectralNorms);
+    runs once per optimizer step, for all the layers of a net together (SpectralNorms);
   - CrossReplicaBN (--sync-bn): G's batch norm normalises over the whole batch of all ranks.
 Also here: setting up and tearing down the process group, and telling a lost rank's error.
 Imports the random-stream table of videos.py; nothing here imports train.py.
@@ -73,62 +74,74 @@ class StepSampler(torch.utils.data.Sampler):
             yield from range(start, start + self.batch_size)
 
 
-class WithIds(torch.utils.data.Dataset):
-    """A stage's examples, each carrying its index "id": a step's noise is drawn per example
-    id (step_noise), from the ids the loader actually delivered."""
+class WithNoise(torch.utils.data.Dataset):
+    """A stage's examples, each with its index "id" and the randomness of the steps that use it,
+    drawn here, in the loader's workers: "d_noise" for the D step it feeds, "g_noise" for the G
+    step that reuses the last D batch (example_noise). A training step then holds no generator
+    and no per-example work: its noise came with its batch."""
 
-    def __init__(self, examples: torch.utils.data.Dataset):
-        self.examples = examples
+    def __init__(self, examples: torch.utils.data.Dataset, cfg, seed: int):
+        self.examples, self.cfg, self.seed = examples, cfg, seed
+
+    def __len__(self) -> int:
+        return len(self.examples)
 
     def __getitem__(self, i: int) -> dict:
-        return {**self.examples[i], "id": i}
+        item = self.examples[i]
+        c_context = item.get("c_context")
+        noise = {stream: example_noise(self.cfg, i, None if c_context is None else c_context.shape[1:], self.seed, stream)
+                 for stream in ("d_noise", "g_noise")}
+        return {**item, "id": i, "noise": noise}
 
 
-def step_noise(cfg, ids: torch.Tensor, batch: dict, seed: int, stream: str, device) -> dict:
-    """The randomness of one D or G step (stream "d_noise" or "g_noise" of videos.STREAMS) on the
-    examples `ids` of a StageConfig cfg's batch: "z" for G ((B, T, z_dim) for stage 1, a
-    (B, z_dim, T', H', W') map like c_context for upscalers) and "frames" (2, B, k), the frames
-    D_s scores of the real and the fake videos. Row b is a pure function of (seed, ids[b],
-    stream): one process at batch 4, two ranks at 2 and two micro-batches of 2 draw the same
-    numbers for the same examples, and a resumed run draws what an uninterrupted one drew.
-    (A CUDA generator gives other numbers than a CPU one: resume on the same kind of device.)"""
-    z_shape = (cfg.out_frames, cfg.z_dim) if cfg.stage == 1 else (cfg.z_dim, *batch["c_context"].shape[2:])
+def example_noise(cfg, i: int, c_frames: tuple | None, seed: int, stream: str) -> dict:
+    """The randomness one D or G step (stream "d_noise" or "g_noise" of videos.STREAMS) takes
+    for example i of a StageConfig cfg's data: "z" for G ((T, z_dim) for stage 1; for
+    upscalers a (z_dim, T', H', W') map over c_frames, the (T', H', W') of the example's
+    c_context) and "frames" (2, k), the frames D_s scores of the real video and of the fake. A
+    pure function of (seed, i, stream), drawn on the CPU: one process at batch 4, two ranks at 2
+    and two micro-batches of 2 draw the same numbers for the same examples, a resumed run draws
+    what an uninterrupted one drew, and a run on a GPU draws what one on a CPU does."""
+    z_shape = (cfg.out_frames, cfg.z_dim) if cfg.stage == 1 else (cfg.z_dim, *c_frames)
     T, k = cfg.out_frames, min(cfg.d_frames, cfg.out_frames)
-    z, frames = [], []
-    for i in ids.tolist():
-        entropy = np.random.SeedSequence([seed, i, STREAMS[stream]]).generate_state(1, np.uint64)[0]
-        g = torch.Generator(device).manual_seed(int(entropy))
-        z.append(torch.randn(z_shape, generator=g, device=device))
-        frames.append(torch.rand(2, T, generator=g, device=device).argsort(dim=1)[:, :k])  # (2, k) distinct
-    return {"z": torch.stack(z), "frames": torch.stack(frames, dim=1)}
+    entropy = np.random.SeedSequence([seed, i, STREAMS[stream]]).generate_state(1, np.uint64)[0]
+    g = torch.Generator().manual_seed(int(entropy))
+    z = torch.randn(z_shape, generator=g)
+    return {"z": z, "frames": torch.rand(2, T, generator=g).argsort(dim=1)[:, :k]}  # (2, k): distinct frames
+
+
+def with_noise(batch: dict, stream: str) -> dict:
+    """A collated batch of WithNoise with the noise of `stream` in place: "z" (B, ...) and
+    "frames" (2, B, k) (the real videos' frames, then the fakes', as losses.py reads them)."""
+    noise = batch["noise"][stream]
+    return {**{k: v for k, v in batch.items() if k != "noise"}, "z": noise["z"],
+            "frames": noise["frames"].transpose(0, 1)}
 
 
 # -----------------------------------------------------------------------------
 # One step over micro-batches and ranks: gradients, spectral norm, batch norm
 
 @contextlib.contextmanager
-def micro_batch(m: int, n: int, ddp_nets: list, nets: list, batched_sn: bool = True):
-    """Micro-batch m of a step's n (forward and backward inside). The DDP modules of ddp_nets
-    all-reduce their gradients on the last one only (no_sync before it). Spectral norm runs a
-    power iteration at every training forward, so micro-batches after the first would see other
-    weights than the first: paused for them, the Ds and G of nets reuse its estimate, and a step
-    updates it once, as one big batch does. batched_sn: each of nets computes its spectrally
-    normalised weights once, all layers together (spectral_norm_once); else torch's
-    parametrization computes them layer by layer, at each access."""
+def micro_batch(m: int, n: int, ddp_nets: list, trained: list, others: list):
+    """Micro-batch m of a step's n (forward and backward inside), a step of the nets `trained`
+    (its optimizer steps after the last micro-batch) that also calls the nets `others`, frozen
+    (G in a D step, the Ds in a G step). The DDP modules of ddp_nets all-reduce their gradients
+    on the last micro-batch only (no_sync before it). Spectral norm: spectral_norm_once, with
+    the trained nets' power iteration on the first micro-batch alone, so a step updates u and v
+    once, as one big batch does."""
     with contextlib.ExitStack() as stack:
         if m < n - 1:
             for net in ddp_nets:
                 stack.enter_context(net.no_sync())
-        stack.enter_context(power_iterations_paused(nets, paused=m > 0))
-        if batched_sn:
-            stack.enter_context(spectral_norm_once(nets))
+        stack.enter_context(spectral_norm_once(trained, others, power_iteration=m == 0))
         yield
 
 
 @contextlib.contextmanager
-def power_iterations_paused(nets: list, paused: bool):
-    """Spectral norm of nets reuses its last estimate (no power iteration) while paused."""
-    layers = [m for net in nets if paused for m in net.modules() if isinstance(m, _SpectralNorm)]
+def power_iterations_paused(nets: list):
+    """Spectral norm of nets, computed by torch's parametrization at each access, reuses its
+    last estimate (no power iteration) within it."""
+    layers = [m for net in nets for m in net.modules() if isinstance(m, _SpectralNorm)]
     for m in layers:
         m.train(False)
     try:
@@ -195,18 +208,17 @@ class SpectralNorms:
         norms = torch.zeros(len(self.layers), device=x.device).index_add_(0, layer, x * x).sqrt()
         return x / norms.clamp_min(self.sns[0].eps).index_select(0, layer)
 
-    def fill(self) -> None:
+    def fill(self, power_iteration: bool) -> None:
         """Put every layer's W / sigma(W) in torch's parametrization cache (to be called inside
-        parametrize.cached()), with the autograd graph from the weights if grad mode wants one. In
-        training mode, one power iteration first, u and v updated in place, as torch's would at
-        the access. Gathers are index_select and sums index_add: their backward is deterministic
-        on the CPU (advanced indexing's is not, with threads)."""
-        training = {sn.training for sn in self.sns}
-        assert len(training) == 1, "a net's spectral-norm layers are paused all together"
+        parametrize.cached()), with the autograd graph from the weights if grad mode wants one.
+        power_iteration: one power iteration first, u and v updated in place, as torch's
+        parametrization runs at each access in training mode. Gathers are index_select and sums
+        index_add: their backward is deterministic on the CPU (advanced indexing's is not, with
+        threads)."""
         W = torch.cat([m.parametrizations.weight.original.flatten() for m in self.layers])  # (N,)
         with torch.no_grad():
             u, v = torch.cat([sn._u for sn in self.sns]), torch.cat([sn._v for sn in self.sns])
-            if training.pop():
+            if power_iteration:
                 Wd = W.detach()
                 Wv = torch.zeros_like(u).index_add_(0, self.row, Wd * v.index_select(0, self.col))
                 u = self.normalize(Wv, self.u_layer)                                   # W v / |W v|
@@ -234,29 +246,26 @@ def spectral_norms(net: torch.nn.Module) -> SpectralNorms:
 
 
 @contextlib.contextmanager
-def spectral_norm_once(nets: list):
-    """Within it, each of nets computes its spectrally normalised weights once, at its first
-    call, all layers together (SpectralNorms.fill), under that call's grad mode (G's forward in
-    a D step runs under no_grad), and every access reads them from torch's parametrization
-    cache. Each net is called once per step, so a step computes what torch's parametrization
-    computes: in training mode one power iteration per layer, then W / sigma. (A net called
-    twice would reuse its weights, where torch's would run another power iteration.)"""
-    filled = set()
-
-    def fill_once(net: torch.nn.Module, args: tuple) -> None:
-        if net not in filled:
-            filled.add(net)
+def spectral_norm_once(trained: list, others: list, power_iteration: bool = True):
+    """Within it, every net of a step has its spectrally normalised weights computed once, up
+    front, all layers of a net together (SpectralNorms.fill), and each access reads them from
+    torch's parametrization cache: the forward of a step (compiled or not) finds its weights
+    ready, and holds no spectral-norm arithmetic of its own. The trained nets' weights carry
+    the autograd graph back to their parameters, after one power iteration if power_iteration;
+    the others' (frozen in this step) are their last estimate, without grad. So each net runs
+    one power iteration per step of its own optimizer: D per D step, G per G step, where torch's
+    parametrization runs one at every forward in training mode. A net whose layers the cache
+    cannot serve (SpectralNorms.serves_cache) is left to torch's parametrization, paused likewise."""
+    nets = trained + [net for net in others if net is not None]
+    iterating = [net for net in trained if power_iteration]
+    per_layer = [net for net in nets if not spectral_norms(net).usable and net not in iterating]
+    with power_iterations_paused(per_layer), parametrize.cached():
+        for net in nets:
             sn = spectral_norms(net)
             if sn.usable:
-                sn.fill()
-
-    hooks = [net.register_forward_pre_hook(fill_once) for net in nets]
-    try:
-        with parametrize.cached():
-            yield
-    finally:
-        for hook in hooks:
-            hook.remove()
+                with torch.set_grad_enabled(torch.is_grad_enabled() and net in trained):
+                    sn.fill(power_iteration=net in iterating)
+        yield
 
 
 class CrossReplicaBN(torch.nn.BatchNorm3d):

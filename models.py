@@ -287,6 +287,82 @@ class DBlock(nn.Module):
 # -----------------------------------------------------------------------------
 # Generators
 
+class GRUSteps(torch.autograd.Function):
+    """The GRU's recurrence over T frames, forward and backward written out: 5 ops per frame
+    forward and 3 backward, where autograd through the same loop records ~18 per frame (the
+    loop is sequential in time, so its per-frame ops are what a G1 iteration's op count and a
+    compiled graph's kernel count are made of). In torch's gate order r, z, n, with gh = W_hh h + b_hh:
+        r = sigmoid(gi_r + gh_r),  z = sigmoid(gi_z + gh_z),  n = tanh(gi_n + r * gh_n),
+        h' = (1 - z) * n + z * h = lerp(n, h, z).
+    gi (B, T, 3H): every frame's input projection W_ih x + b_ih; h starts at 0."""
+
+    @staticmethod
+    def forward(ctx, gi: torch.Tensor, W_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+        B, T, H3 = gi.shape
+        H = H3 // 3
+        # a_t = W_hh h + [gi_r + b_hr, gi_z + b_hz, b_hn] = [pre_r, pre_z, gh_n]: one addmm a frame
+        K = torch.cat([gi[..., :2 * H] + b_hh[:2 * H], b_hh[2 * H:].expand(B, T, H)], dim=2)  # (B, T, 3H)
+        h, a, hs = gi.new_zeros(B, H), [], []
+        for t in range(T):
+            a_t = torch.addmm(K[:, t], h, W_hh.t())                      # (B, 3H)
+            r, z = torch.sigmoid(a_t[:, :2 * H]).chunk(2, dim=1)         # (B, H) each
+            n = torch.tanh(torch.addcmul(gi[:, t, 2 * H:], r, a_t[:, 2 * H:]))
+            h = torch.lerp(n, h, z)                                      # (B, H)
+            a.append(a_t)
+            hs.append(h)
+        a, hs = torch.stack(a, dim=1), torch.stack(hs, dim=1)            # (B, T, 3H), (B, T, H)
+        ctx.save_for_backward(gi, W_hh, a, hs)
+        return hs
+
+    @staticmethod
+    def backward(ctx, d_hs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """With g = dL/dh_t: da_t = g * E_t for a multiplier E_t of what the forward made (below),
+        and dL/dh_{t-1} = d_hs[t-1] + g * z_t + da_t W_hh. Only those 3 ops run frame by frame;
+        the rest is over all frames at once."""
+        gi, W_hh, a, hs = ctx.saved_tensors
+        B, T, H = hs.shape
+        r, z = torch.sigmoid(a[..., :2 * H]).chunk(2, dim=2)              # (B, T, H) each
+        gh_n = a[..., 2 * H:]
+        n = torch.tanh(torch.addcmul(gi[..., 2 * H:], r, gh_n))
+        h_prev = torch.cat([hs.new_zeros(B, 1, H), hs[:, :-1]], dim=1)    # (B, T, H)
+        dn_pre = (1 - z) * (1 - n * n)                                    # d tanh's input / dh
+        E = torch.cat([dn_pre * gh_n * r * (1 - r),                       # d pre_r / dh
+                       (h_prev - n) * z * (1 - z),                        # d pre_z / dh
+                       dn_pre * r], dim=2).view(B, T, 3, H)               # d gh_n / dh
+        g, da, gs = d_hs[:, T - 1], [], []
+        for t in range(T - 1, -1, -1):
+            da_t = (E[:, t] * g.unsqueeze(1)).view(B, 3 * H)               # (B, 3H)
+            da.append(da_t)
+            gs.append(g)
+            if t > 0:
+                g = torch.addmm(torch.addcmul(d_hs[:, t - 1], g, z[:, t]), da_t, W_hh)  # (B, H)
+        da, g = torch.stack(da[::-1], dim=1), torch.stack(gs[::-1], dim=1)  # (B, T, 3H), (B, T, H)
+        d_gi = torch.cat([da[..., :2 * H], g * dn_pre], dim=2)             # (B, T, 3H)
+        d_W_hh = da.flatten(0, 1).t() @ h_prev.flatten(0, 1)               # (3H, H)
+        return d_gi, d_W_hh, da.sum(dim=(0, 1))
+
+
+class GRU(nn.Module):
+    """nn.GRU (one layer, batch_first, h starting at 0) unrolled over the frames in plain torch
+    ops (GRUSteps), under nn.GRU's parameter names, so a checkpoint of either loads into the
+    other. torch.compile traces it, where nn.GRU broke every stage-1 graph; on a CPU (and in a
+    compiled graph) its per-frame ops were two thirds of a ssw-128 stage-1 iteration's.
+    x (B, T, size) -> h (B, T, size)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.weight_ih_l0 = nn.Parameter(torch.empty(3 * size, size))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(3 * size, size))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(3 * size))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(3 * size))
+        for p in self.parameters():  # nn.GRU's init (G1 then draws DVD-GAN's): a seed makes the G1 it made
+            nn.init.uniform_(p, -size ** -0.5, size ** -0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gi = F.linear(x, self.weight_ih_l0, self.bias_ih_l0)             # (B, T, 3H): all frames at once
+        return GRUSteps.apply(gi, self.weight_hh_l0, self.bias_hh_l0)    # (B, T, H)
+
+
 class G1(nn.Module):
     """Stage-1 generator G1(z, y) -> (B, 3, T, H, W) in [-1, 1]: the whole video, small.
 
@@ -311,7 +387,7 @@ class G1(nn.Module):
         chs = [cfg.ch * m for m in cfg.g_mults]
         self.z_dim, self.base_ch, self.n_blocks = cfg.z_dim, chs[0], n_blocks
         self.embed = nn.Embedding(cfg.classes, cfg.z_dim)
-        self.gru = nn.GRU(cfg.z_dim, cfg.z_dim, batch_first=True)
+        self.gru = GRU(cfg.z_dim)
         self.linear = sn(nn.Linear(cfg.z_dim, chs[0] * 4 * 4))
         assert cfg.z_dim % n_blocks == 0, f"G1: z_dim {cfg.z_dim} must split into {n_blocks} chunks"
         z_chunk = cfg.z_dim // n_blocks
@@ -335,7 +411,7 @@ class G1(nn.Module):
                             (T - 1 - k).clamp(min=0)])          # (T + 2m,) latent of each frame
         T2 = T + 2 * m
         e = self.embed(y)                                       # (B, z_dim)
-        h, _ = self.gru(z[:, mirror])                           # (B, T + 2m, z_dim)
+        h = self.gru(z[:, mirror])                              # (B, T + 2m, z_dim)
         x = self.linear(h).view(B, T2, self.base_ch, 4, 4)      # (B, T + 2m, C, 4, 4)
         x = x.permute(0, 2, 1, 3, 4)                            # (B, C, T + 2m, 4, 4)
         chunks = z[:, 0].chunk(self.n_blocks, dim=1)            # n_blocks x (B, z_dim / n_blocks)
@@ -424,16 +500,16 @@ class Gup(nn.Module):
         instead, and an ungrounded Gup looks nowhere ahead."""
         return 1 if self.grounded and context > 0 else 0
 
-    def temporal_convs(self) -> list[tuple[nn.Module, int, Fraction]]:
+    def temporal_convs(self) -> list[tuple[nn.Module, int, int]]:
         """Every conv that mixes frames, in the order they run: (conv, its frames per
-        conditioning frame, its temporal half-width in conditioning frames; a conv after the
-        2x temporal upsampling sees half as far)."""
+        conditioning frame f, its temporal half-width in its own frames; a conv after the 2x
+        temporal upsampling sees half as far in conditioning frames, k / f)."""
         convs, frames_per_cond = [(self.encode, 1)], 1
         for block in self.blocks:
             frames_per_cond *= block.up[0]
             convs += [(block.conv1, frames_per_cond), (block.conv2, frames_per_cond)]
         convs.append((self.out, frames_per_cond))
-        return [(m, f, Fraction(m.kernel_size[0] // 2, f)) for m, f in convs]
+        return [(m, f, m.kernel_size[0] // 2) for m, f in convs]
 
     @property
     def receptive_radius(self) -> int:
@@ -442,20 +518,25 @@ class Gup(nn.Module):
         S = the sum of their temporal half-widths, so frame 2k+1 reaches floor(S + 1/2) past k
         (at least the interpolation's 1 frame). Grounded, frame 2k+1 also takes frame 2k+2's
         correction, which reaches floor(S) + 1."""
-        S = sum(r for *_, r in self.temporal_convs())
+        S = sum(Fraction(k, f) for _, f, k in self.temporal_convs())
         return max(math.floor(S + Fraction(1, 2)), 1, math.floor(S) + 1 if self.grounded else 0)
 
     def drops(self, context: int) -> list[tuple[int, int]]:
         """For conditioning with `context` frames each side of the centre to keep: the frames each
         conv of temporal_convs() drops from the start and the end of its output. It keeps the
         centre plus what the convs after it reach (at its frame rate), and grounding's one output
-        frame ahead at the end. Dropping the rest changes nothing that is kept."""
-        convs, ahead = self.temporal_convs(), Fraction(self.lookahead(context), 2)
-        held, rate, reach, drops = (context, context), 1, sum(r for *_, r in convs), []
-        for _, f, r in convs:
-            reach -= r
+        frame ahead at the end. Dropping the rest changes nothing that is kept. Counted in
+        integers, in 1/D of a conditioning frame (D = twice the highest frame rate: every
+        half-width and grounding's half frame ahead is a whole number of them), which
+        torch.compile traces as constants."""
+        convs = self.temporal_convs()
+        D = 2 * max(f for _, f, _ in convs)
+        ahead = self.lookahead(context) * D // 2
+        held, rate, reach, drops = (context, context), 1, sum(k * D // f for _, f, k in convs), []
+        for _, f, k in convs:
+            reach -= k * D // f
             held = (held[0] * f // rate, held[1] * f // rate)    # time upsampled before this conv
-            wanted = (math.ceil(reach * f), math.ceil((reach + ahead) * f))
+            wanted = (-(-reach * f // D), -(-(reach + ahead) * f // D))  # ceil, in its own frames
             drop = (max(held[0] - wanted[0], 0), max(held[1] - wanted[1], 0))
             held, rate = (held[0] - drop[0], held[1] - drop[1]), f
             drops.append(drop)

@@ -234,14 +234,17 @@ class Status:
     def add(self, stats: dict, weight: float = 1.0) -> None:
         """stats: scalars by the name they are logged under (loss_D, loss_G, D_s_real, ..., rec),
         each counting as `weight` of one step: a step's loss_D is the mean over its D steps and
-        micro-batches, so each of those adds with weight 1 / (d_steps x micro-batches)."""
-        for k, v in stats.items():
-            self.sums[k] = self.sums.get(k, 0.0) + weight * v.detach().float()
+        micro-batches, so each of those adds with weight 1 / (d_steps x micro-batches). Two ops on
+        the device, whatever the number of stats: one stack, one add."""
+        names = tuple(stats)
+        values = torch.stack([v.detach().float() for v in stats.values()])  # (len(names),)
+        self.sums[names] = values * weight if names not in self.sums else self.sums[names].add(values, alpha=weight)
 
     def means(self, step: int) -> dict:
         """Each stat's mean per step over the steps since the last status line."""
-        values = torch.stack(list(self.sums.values())).tolist()  # the host sync
-        return {k: v / (step - self.step) for k, v in zip(self.sums, values)}
+        values = torch.cat(list(self.sums.values())).tolist()  # the host sync
+        names = [name for group in self.sums for name in group]
+        return {k: v / (step - self.step) for k, v in zip(names, values)}
 
     def check_finite(self, step: int, nets: dict | None = None) -> None:
         """Raise TrainingDiverged if a loss since the last status line, or a weight or buffer of

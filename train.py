@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import functools
 import json
 import math
 import os
@@ -30,7 +31,7 @@ import torch
 
 import distributed
 from data import StageExamples, open_clips
-from distributed import StepSampler, WithIds, cross_replica_bn, micro_batch, step_noise
+from distributed import StepSampler, WithNoise, cross_replica_bn, micro_batch, with_noise
 from evaluate import stage_scores
 from losses import LAMBDA_M, LAMBDA_REC, d_loss, g_loss
 from models import PRESETS, Gup, StageConfig, build_stage, fake_batch, stage_config
@@ -209,8 +210,7 @@ def ema_update(G_ema, G, decay: float, step: int) -> None:
     running stats, spectral-norm vectors) are copied: G_ema samples in eval mode with them."""
     d = min(decay, (1 + step) / (10 + step))
     torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - d)
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b)
+    torch._foreach_copy_(list(G_ema.buffers()), list(G.buffers()))
 
 
 def optimizers(G, Ds: list, args: argparse.Namespace) -> tuple[torch.optim.Adam, torch.optim.Adam]:
@@ -221,6 +221,45 @@ def optimizers(G, Ds: list, args: argparse.Namespace) -> tuple[torch.optim.Adam,
     opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=betas, foreach=True)
     opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=betas, foreach=True)
     return opt_G, opt_D
+
+
+# -----------------------------------------------------------------------------
+# The forward of a D step and of a G step: what --compile compiles
+
+def d_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, mismatch: bool,
+              batch: dict) -> tuple[torch.Tensor, dict]:
+    """A D step's forward: G's videos for the batch (no grad), and the Ds on them and on the real
+    ones: (L_D, the mean logits) (losses.d_loss)."""
+    with torch.no_grad():
+        x_fake = fake_batch(G, cfg, batch)
+    return d_loss(D_s, D_t, D_m, batch, x_fake, lambda_m, mismatch)
+
+
+def g_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, lambda_rec: float,
+              batch: dict) -> tuple[torch.Tensor, dict]:
+    """A G step's forward: G's videos with their graph, and L_G (losses.g_loss; Ds None: the L1
+    term alone)."""
+    return g_loss(D_s, D_t, D_m, batch, fake_batch(G, cfg, batch), lambda_m, lambda_rec)
+
+
+def compiled_step(forward, compile: bool, device: torch.device):
+    """forward as the loop calls it: under --compile, torch.compile'd whole (fullgraph: a graph
+    break is an error, not a silent slow path; dynamic=False: a stage's shapes never change),
+    with its backward compiled from the same graph; the optimizer steps and EMA stay eager.
+    Spectral norm's weights come in ready (distributed.spectral_norm_once)."""
+    if not compile:
+        return forward
+    if device.type == "cuda" and torch.__version__ < "2.14":
+        # Inductor's loop reordering failed on the D step on CUDA with torch 2.11 ("'7 - ((0))' is
+        # not comparable"); kept off through 2.13, unverified on a GPU since
+        torch._inductor.config.loop_ordering_after_fusion = False
+    return torch.compile(forward, fullgraph=True, dynamic=False)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A collated batch (nested dicts of tensors) on the device."""
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
+            for k, v in batch.items()}
 
 
 # -----------------------------------------------------------------------------
@@ -237,7 +276,7 @@ def train(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN's convs use TF32 by default)
         torch.backends.cudnn.benchmark = True        # a stage's shapes never change: pick conv kernels once
-    torch.manual_seed(args.seed)  # the init; the steps' noise comes from step_noise
+    torch.manual_seed(args.seed)  # the init; the steps' noise comes with their batches (WithNoise)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     # --- data: the stage's view (windowed, with its conditioning c) of the preset's clips
@@ -286,20 +325,21 @@ def train(args: argparse.Namespace) -> dict:
             if main:
                 print(f"G and G_ema start from {args.init_g}")
 
-        # --- what the steps call. Under torchrun, DDP wrappers: a D step syncs D grads, a G step
-        # G grads; the G step calls the Ds unwrapped (it needs no D grad, and DDP would wait for
-        # one). Under --compile, compiled; `nets` keeps the plain modules for checkpoints.
+        # --- the steps' forwards. Under torchrun, DDP wrappers: a D step syncs D grads, a G step G
+        # grads; the G step calls the Ds unwrapped (it needs no D grad, and DDP would wait for one).
+        # Under --compile, each forward is one graph (compiled_step); `nets` keeps the plain modules.
         G_ddp, D_s_ddp, D_t_ddp, D_m_ddp = (distributed.wrap(m, world) for m in (G, D_s, D_t, D_m))
         ddp_G = [G_ddp] if world > 1 else []  # what micro_batch keeps from syncing before the last
         ddp_D = [D for D in (D_s_ddp, D_t_ddp, D_m_ddp) if world > 1 and D is not None]
-        if args.compile:
-            G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, D_s, D_t, D_m = (
-                None if m is None else torch.compile(m) for m in (G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, D_s, D_t, D_m))
         Ds_G = (D_s, D_t, D_m) if args.adversarial else (None, None, None)  # the Ds the G loss asks
+        d_step = compiled_step(functools.partial(d_forward, G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, cfg,
+                                                 args.lambda_m, args.mismatch_negatives), args.compile, device)
+        g_step = compiled_step(functools.partial(g_forward, G_ddp, *Ds_G, cfg, args.lambda_m, args.lambda_rec),
+                               args.compile, device)
 
         # --- data: the loader, and the sample grids' fixed inputs
         loader = torch.utils.data.DataLoader(
-            WithIds(examples), batch_size=args.batch_size, num_workers=args.workers,
+            WithNoise(examples, cfg, args.seed), batch_size=args.batch_size, num_workers=args.workers,
             pin_memory=device.type == "cuda",
             sampler=StepSampler(step * max(args.d_steps, 1), args.batch_size * args.grad_accum, rank, world),
             generator=torch.Generator(),  # keeps the global RNG untouched
@@ -309,17 +349,15 @@ def train(args: argparse.Namespace) -> dict:
                                  cfg.context, seed=args.seed) if main and cfg.stage > 1 else None)
         fixed = fixed_inputs(cfg, heldout, device, args.seed) if main else None
 
-        def next_batch(stream: str) -> list[dict]:
+        def next_batch() -> list[dict]:
             """The next batch, as --grad-accum micro-batches on the device, each with the noise of
-            `stream` ("d_noise" or "g_noise") drawn for its example ids."""
+            its D step and of its G step (with_noise picks one)."""
             micro = []
             for _ in range(args.grad_accum):
                 t0 = time.time()
                 batch = next(batches)
-                ids = batch.pop("id")
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                status.data(time.time() - t0, batch["skipped"])
-                micro.append({**batch, "id": ids, **step_noise(cfg, ids, batch, args.seed, stream, device)})
+                status.data(time.time() - t0, batch.pop("skipped"))
+                micro.append(to_device(batch, device))
             return micro
 
         # --- the loop: D steps, a G step, EMA, then the bookkeeping
@@ -345,31 +383,25 @@ def train(args: argparse.Namespace) -> dict:
         ckpt_due = Every(args.ckpt_every, CKPT_SECONDS)
         while step < args.max_iters and not stop.requested():
             for _ in range(args.d_steps):  # D steps, each on a fresh real batch
-                micro = next_batch("d_noise")
+                micro = next_batch()
                 opt_D.zero_grad(set_to_none=True)
                 for m, batch in enumerate(micro):  # --grad-accum; DDP syncs grads on the last (no_sync before)
-                    # spectral norm batched per net (not under --compile: its per-step hooks would recompile)
-                    with micro_batch(m, len(micro), ddp_D, [G, *Ds], batched_sn=not args.compile):
+                    with micro_batch(m, len(micro), ddp_D, trained=Ds, others=[G]):
                         with autocast:
-                            with torch.no_grad():
-                                x_fake = fake_batch(G_ddp, cfg, batch)
-                            loss_D, stats = d_loss(D_s_ddp, D_t_ddp, D_m_ddp, batch, x_fake,
-                                                   args.lambda_m, args.mismatch_negatives)
+                            loss_D, stats = d_step(with_noise(batch, "d_noise"))
                         (loss_D / len(micro)).backward()
                     status.add({"loss_D": loss_D, **stats}, weight=1 / (args.d_steps * len(micro)))
                 opt_D.step()
             if not args.adversarial:  # the L1 baseline: no D steps, so the G step draws its batch
-                micro = next_batch("d_noise")
+                micro = next_batch()
 
             for D in Ds:  # G step on the last D batch, with fresh noise: D grads not needed
                 D.requires_grad_(False)
             opt_G.zero_grad(set_to_none=True)
             for m, batch in enumerate(micro):
-                batch = {**batch, **step_noise(cfg, batch["id"], batch, args.seed, "g_noise", device)}
-                with micro_batch(m, len(micro), ddp_G, [G, *Ds], batched_sn=not args.compile):
+                with micro_batch(m, len(micro), ddp_G, trained=[G], others=Ds):
                     with autocast:
-                        x_fake = fake_batch(G_ddp, cfg, batch)
-                        loss_G, stats = g_loss(*Ds_G, batch, x_fake, args.lambda_m, args.lambda_rec)
+                        loss_G, stats = g_step(with_noise(batch, "g_noise"))
                     (loss_G / len(micro)).backward()
                 status.add({"loss_G": loss_G, **stats}, weight=1 / len(micro))
             opt_G.step()

@@ -8,27 +8,34 @@ import subprocess
 import sys
 
 import torch
+from torch.utils.data import default_collate
 
-from distributed import StepSampler, step_noise
+from data import StageExamples, open_clips
+from distributed import StepSampler, WithNoise, with_noise
 from models import stage_config
 from runfolder import load_checkpoint, read_log
 from test_train import ROOT, assert_same_weights, launch, wait_for_step
 from train import get_args, train
 
 
-def test_step_noise_is_per_example_and_per_stream():
-    """A row of a step's noise depends on its example id alone (any split of the batch draws
-    the same), and a D step's and the G step's draws for one example differ."""
-    cfg = stage_config("tiny", 1, num_classes=5)
+def test_noise_comes_with_the_batch_per_example_and_per_stream():
+    """The loader draws each example's noise (WithNoise): a pure function of its id, so any split
+    of a batch collates the same rows; a D step's and the G step's draws for one example differ;
+    with_noise hands a step its stream in the layout the losses read ("frames" (2, B, k))."""
+    cfg = stage_config("tiny", 2, num_classes=5, context=1)
+    examples = WithNoise(StageExamples(open_clips("synthetic", cfg.clip_frames, cfg.clip_size, 0), cfg.view_s,
+                                       cfg.view_t, cfg.window, cfg.context, seed=0), cfg, seed=0)
 
-    def draw(ids, stream):
-        return step_noise(cfg, torch.tensor(ids), {}, 0, stream, "cpu")
+    def batch(ids):
+        return with_noise(default_collate([examples[i] for i in ids]), "d_noise")
 
-    whole, half = draw([3, 4], "d_noise"), draw([4], "d_noise")
+    whole, half = batch([3, 4]), batch([4])
     torch.testing.assert_close(whole["z"][1:], half["z"])
     torch.testing.assert_close(whole["frames"][:, 1:], half["frames"])
-    assert whole["z"].shape == (2, cfg.out_frames, cfg.z_dim) and whole["frames"].shape == (2, 2, cfg.d_frames)
-    assert not torch.equal(draw([4], "g_noise")["z"], half["z"])
+    k = min(cfg.d_frames, cfg.out_frames)
+    assert whole["z"].shape == (2, cfg.z_dim, *whole["c_context"].shape[2:]) and whole["frames"].shape == (2, 2, k)
+    assert not torch.equal(with_noise(default_collate([examples[4]]), "g_noise")["z"], half["z"])
+    assert whole["id"].tolist() == [3, 4] and "noise" not in whole
 
 
 def test_step_sampler_indices():

@@ -9,7 +9,7 @@ import torch.nn as nn
 from data import view
 from distributed import micro_batch, spectral_norm_once, spectral_norms
 from losses import d_loss, g_loss
-from models import PRESETS, G1, GBlock, Gup, build_stage, ground, stage_config, upsample
+from models import GRU, PRESETS, G1, GBlock, Gup, build_stage, ground, stage_config, upsample
 from train import fake_batch
 
 
@@ -101,11 +101,12 @@ def spectral_norm_buffers(net) -> dict:
 @pytest.mark.parametrize("stage", [1, 3])
 def test_batched_spectral_norm_trains_as_torchs_parametrization(stage):
     """distributed.micro_batch computes each net's spectrally normalised weights once per step,
-    all its layers together (SpectralNorms); torch's parametrization computes them per layer at
-    each access. From power-iteration vectors u, v far from converged (so one iteration more or
-    less would show): the same normalised weights, and in a D step, a G step and a --grad-accum
-    micro-batch after the first (power iteration paused) the same losses, gradients and u, v,
-    float rounding apart."""
+    all its layers together (SpectralNorms), with a power iteration for the nets the step trains
+    alone (the Ds in a D step, G in a G step); torch's parametrization computes them per layer at
+    each access, here paused likewise (a deep copy: the cache cannot serve it). From
+    power-iteration vectors u, v far from converged (so one iteration more or less would show):
+    the same normalised weights, and in a D step, a G step and a --grad-accum micro-batch after
+    the first (power iteration paused) the same losses, gradients and u, v, float rounding apart."""
     torch.manual_seed(0)
     cfg = tiny(stage, context=1) if stage > 1 else tiny(stage)
     batched = [net for net in build_stage(cfg) if net is not None]
@@ -116,9 +117,7 @@ def test_batched_spectral_norm_trains_as_torchs_parametrization(stage):
             buffer.copy_(nn.functional.normalize(torch.randn_like(buffer), dim=0))
             twin_buffer.copy_(buffer)
 
-    with spectral_norm_once(batched):  # one power iteration, then W / sigma, per layer
-        for net in batched:
-            spectral_norms(net).fill()
+    with spectral_norm_once(batched, []):  # one power iteration, then W / sigma, per layer
         got = [{k: m.weight for k, m in spectral_norm_layers(net).items()} for net in batched]
     want = [{k: m.weight for k, m in spectral_norm_layers(net).items()} for net in per_layer]  # the same, by torch
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
@@ -133,18 +132,18 @@ def test_batched_spectral_norm_trains_as_torchs_parametrization(stage):
         batch["c_context"] = torch.rand(B, 3, cfg.cond_frames + 2, cfg.cond_size, cfg.cond_size) * 2 - 1
         batch["z"] = torch.randn(B, cfg.z_dim, *batch["c_context"].shape[2:])
 
-    def steps(nets, batched_sn: bool, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def steps(nets, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A D step's and a G step's forward and backward, as micro-batch m of 2 in train.py."""
         G, D_s, D_t, D_m = nets + [None] * (4 - len(nets))
         Ds = nets[1:]
-        with micro_batch(m, 2, [], nets, batched_sn=batched_sn):
+        with micro_batch(m, 2, [], trained=Ds, others=[G]):
             with torch.no_grad():
                 x_fake = fake_batch(G, cfg, batch)
             loss_D, _ = d_loss(D_s, D_t, D_m, batch, x_fake)
             loss_D.backward()
         for D in Ds:
             D.requires_grad_(False)
-        with micro_batch(m, 2, [], nets, batched_sn=batched_sn):
+        with micro_batch(m, 2, [], trained=[G], others=Ds):
             loss_G, _ = g_loss(D_s, D_t, D_m, batch, fake_batch(G, cfg, batch))
             loss_G.backward()
         for D in Ds:
@@ -152,7 +151,7 @@ def test_batched_spectral_norm_trains_as_torchs_parametrization(stage):
         return loss_D, loss_G
 
     for m in (0, 1):
-        torch.testing.assert_close(steps(batched, True, m), steps(per_layer, False, m), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(steps(batched, m), steps(per_layer, m), rtol=1e-5, atol=1e-6)
         for net, twin in zip(batched, per_layer):
             torch.testing.assert_close(spectral_norm_buffers(net), spectral_norm_buffers(twin), rtol=0, atol=1e-6)
             for (name, p), q in zip(net.named_parameters(), twin.parameters()):
@@ -272,3 +271,24 @@ def test_d_ch_widens_the_discriminators_alone():
     c, z, y = inputs(wide)
     x = G1_(c, z, y)
     assert D1[0](x, y).shape == D1[1](x, y).shape == D1[2](x, c, y).shape == (2,)
+
+
+def test_unrolled_gru_is_nn_gru():
+    """models.GRU (G1's recurrence, unrolled with its backward written out in GRUSteps) computes
+    what nn.GRU computes, outputs and gradients of its input and of every parameter, in float64
+    to rounding; and either's state dict loads into the other (checkpoints of G1 made with
+    nn.GRU load)."""
+    torch.manual_seed(0)
+    ref = nn.GRU(6, 6, batch_first=True).double()
+    for p in ref.parameters():  # away from G1's zero biases, so every term shows
+        nn.init.normal_(p, std=0.5)
+    gru = GRU(6).double()
+    gru.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 9, 6, dtype=torch.float64, requires_grad=True)
+    h, (h_ref, _) = gru(x), ref(x)
+    torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(h)  # a loss that weighs every frame and unit differently
+    got = torch.autograd.grad((h * w).sum(), [x, *gru.parameters()])
+    want = torch.autograd.grad((h_ref * w).sum(), [x, *ref.parameters()])
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    ref.load_state_dict(GRU(6).double().state_dict())  # and back

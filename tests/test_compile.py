@@ -1,0 +1,123 @@
+"""torch.compile of the training steps (train.compiled_step): each step's forward traces whole
+(no graph break) on every tiny stage, the compiled steps train as the eager ones do (losses and
+gradients, tiny stage 1 and an upscaler, Inductor on the CPU), and the steps after the first
+compile nothing more. The ssw-128 stages' tracing is tested on the meta device in test_bench.py.
+Each compiled stage costs a minute or two of Inductor on a CPU: compiled once per test module."""
+import copy
+import functools
+
+import pytest
+import torch
+import torch._dynamo
+
+import train
+from data import view
+from distributed import example_noise, micro_batch, with_noise
+from models import build_stage
+
+
+def stage_batch(cfg, B: int, seed: int) -> dict:
+    """B random examples of cfg's shapes, with both streams' noise as the loader collates it."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(B, 3, cfg.out_frames, cfg.out_size, cfg.out_size, generator=g) * 2 - 1
+    batch = {"x": x, "y": torch.arange(B) % cfg.classes}
+    if cfg.stage > 1:
+        batch["c"] = view(x, 2, 2)
+        batch["c_context"] = torch.rand(B, 3, cfg.cond_frames + 2 * cfg.context, cfg.cond_size, cfg.cond_size,
+                                        generator=g) * 2 - 1
+    frames = batch["c_context"].shape[2:] if cfg.stage > 1 else None
+    noise = {s: [example_noise(cfg, seed * B + i, frames, 0, s) for i in range(B)] for s in ("d_noise", "g_noise")}
+    batch["noise"] = {s: {k: torch.stack([n[k] for n in drawn]) for k in ("z", "frames")} for s, drawn in noise.items()}
+    return batch
+
+
+class Stage:
+    """A tiny stage's nets, optimizers and steps as train.py builds them (one process, one
+    micro-batch), compiled or not; iteration() runs one D step and one G step and returns their
+    losses, stats and gradients."""
+
+    def __init__(self, stage: int, compile: bool):
+        self.args = train.get_args(["--preset", "tiny", "--stage", str(stage), "--device", "cpu"])
+        self.cfg = cfg = train.resolve_config(self.args, 3)
+        torch.manual_seed(0)  # the same init for the eager and the compiled twin
+        self.G, D_s, D_t, D_m = build_stage(cfg)
+        self.Ds = [D for D in (D_s, D_t, D_m) if D is not None]
+        self.opt_G, self.opt_D = train.optimizers(self.G, self.Ds, self.args)
+        self.d_step = train.compiled_step(functools.partial(train.d_forward, self.G, D_s, D_t, D_m, cfg,
+                                                            self.args.lambda_m, False), compile, torch.device("cpu"))
+        self.g_step = train.compiled_step(functools.partial(train.g_forward, self.G, D_s, D_t, D_m, cfg,
+                                                            self.args.lambda_m, self.args.lambda_rec),
+                                          compile, torch.device("cpu"))
+
+    def iteration(self, batch: dict) -> dict:
+        out = {}
+        self.opt_D.zero_grad(set_to_none=True)
+        with micro_batch(0, 1, [], trained=self.Ds, others=[self.G]):
+            loss_D, stats_D = self.d_step(with_noise(batch, "d_noise"))
+            loss_D.backward()
+        out["D"] = (loss_D.detach(), stats_D, [p.grad.clone() for D in self.Ds for p in D.parameters()])
+        self.opt_D.step()
+        for D in self.Ds:
+            D.requires_grad_(False)
+        self.opt_G.zero_grad(set_to_none=True)
+        with micro_batch(0, 1, [], trained=[self.G], others=self.Ds):
+            loss_G, stats_G = self.g_step(with_noise(batch, "g_noise"))
+            loss_G.backward()
+        out["G"] = (loss_G.detach(), stats_G, [p.grad.clone() for p in self.G.parameters()])
+        self.opt_G.step()
+        for D in self.Ds:
+            D.requires_grad_(True)
+        return out
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_each_step_traces_as_one_graph(stage):
+    """Dynamo traces the D step's and the G step's forward whole: the unrolled GRU, Gup's frame
+    arithmetic and spectral norm's ready weights included (0 graph breaks)."""
+    s = Stage(stage, compile=False)
+    batch = stage_batch(s.cfg, 2, seed=0)
+    with micro_batch(0, 1, [], trained=s.Ds, others=[s.G]):
+        d = torch._dynamo.explain(s.d_step)(with_noise(batch, "d_noise"))
+    for D in s.Ds:
+        D.requires_grad_(False)
+    with micro_batch(0, 1, [], trained=[s.G], others=s.Ds):
+        g = torch._dynamo.explain(s.g_step)(with_noise(batch, "g_noise"))
+    assert (d.graph_count, d.graph_break_count) == (1, 0), d.break_reasons
+    assert (g.graph_count, g.graph_break_count) == (1, 0), g.break_reasons
+
+
+@pytest.fixture(scope="module", params=[1, 2])
+def twins(request):
+    """An eager stage and its compiled twin (the same init), and 3 iterations of each on the
+    same batches, with the number of graphs compiled after each iteration."""
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    eager, compiled = Stage(request.param, compile=False), Stage(request.param, compile=True)
+    runs, graphs, before = [], [], counters["stats"]["unique_graphs"]
+    for i in range(3):
+        batch = stage_batch(eager.cfg, 4, seed=i)
+        runs.append((eager.iteration(copy.deepcopy(batch)), compiled.iteration(batch)))
+        graphs.append(counters["stats"]["unique_graphs"] - before)
+    return runs, graphs
+
+
+def test_compiled_steps_train_as_eager(twins):
+    """Three iterations, compiled and eager, from the same init on the same batches: the same
+    losses, logits and gradients of every parameter, float rounding apart (Inductor fuses and
+    reorders the arithmetic; the optimizers' steps then carry the rounding on)."""
+    runs, _ = twins
+    for i, (eager, compiled) in enumerate(runs):
+        for step in ("D", "G"):
+            (loss, stats, grads), (loss_c, stats_c, grads_c) = eager[step], compiled[step]
+            torch.testing.assert_close(loss_c, loss, rtol=1e-4, atol=1e-5, msg=f"iteration {i} {step} loss")
+            torch.testing.assert_close(stats_c, stats, rtol=1e-4, atol=1e-5, msg=f"iteration {i} {step} stats")
+            for n, (g_c, g) in enumerate(zip(grads_c, grads)):
+                torch.testing.assert_close(g_c, g, rtol=1e-3, atol=1e-5, msg=f"iteration {i} {step} grad {n}")
+
+
+def test_steps_compile_once(twins):
+    """The first iteration compiles two graphs (the D step's and the G step's forwards, each with
+    its backward); the next iterations reuse them: no recompile per step (spectral norm's
+    weights, new tensors at every step, come in as graph inputs)."""
+    _, graphs = twins
+    assert graphs[0] == 2 and graphs[1:] == [2, 2], graphs
