@@ -140,7 +140,11 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="bfloat16 runs forward passes under autocast; weights stay float32")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile G and the Ds as the steps call them (checkpoints hold the plain modules)")
+                   help="torch.compile each step's forward whole (D step: G's fakes, the Ds, L_D; G step: G, the Ds, "
+                        "L_G), its backward from the same graph; checkpoints hold the plain modules")
+    p.add_argument("--channels-last", action="store_true",
+                   help="the batch's videos in channels_last_3d memory (N, T, H, W, C in memory), which the convs "
+                        "carry through: the layout cuDNN's fastest 3D-conv kernels take on GPUs")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (0: load in-process)")
     p.add_argument("--log-every", type=int, default=50, help="status line every N steps (and every 30 s)")
     p.add_argument("--fvd-every", type=int, default=0,
@@ -256,10 +260,14 @@ def compiled_step(forward, compile: bool, device: torch.device):
     return torch.compile(forward, fullgraph=True, dynamic=False)
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """A collated batch (nested dicts of tensors) on the device."""
-    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
-            for k, v in batch.items()}
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    """A collated batch (nested dicts of tensors) on the device; channels_last: its 5D tensors
+    (videos, views, noise maps) in channels_last_3d memory."""
+    def move(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last_3d) if channels_last and t.dim() == 5 else t
+
+    return {k: to_device(v, device, channels_last) if isinstance(v, dict) else move(v) for k, v in batch.items()}
 
 
 # -----------------------------------------------------------------------------
@@ -357,7 +365,7 @@ def train(args: argparse.Namespace) -> dict:
                 t0 = time.time()
                 batch = next(batches)
                 status.data(time.time() - t0, batch.pop("skipped"))
-                micro.append(to_device(batch, device))
+                micro.append(to_device(batch, device, args.channels_last))
             return micro
 
         # --- the loop: D steps, a G step, EMA, then the bookkeeping

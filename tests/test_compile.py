@@ -121,3 +121,25 @@ def test_steps_compile_once(twins):
     weights, new tensors at every step, come in as graph inputs)."""
     _, graphs = twins
     assert graphs[0] == 2 and graphs[1:] == [2, 2], graphs
+
+
+def test_bf16_keeps_sigma_statistics_logits_and_losses_in_float32():
+    """--dtype bfloat16's policy: under autocast the convs run in bf16, but spectral norm's
+    normalised weights (sigma computed before autocast), the batch-norm running statistics, the
+    logits and the losses stay float32."""
+    s = Stage(2, compile=False)
+    batch = stage_batch(s.cfg, 2, seed=0)
+    for D in s.Ds:
+        D.requires_grad_(False)
+    with micro_batch(0, 1, [], trained=[s.G], others=s.Ds):
+        weights = [m.weight for m in s.G.modules() if hasattr(m, "parametrizations")]
+        conv_out = []
+        s.G.out.register_forward_hook(lambda m, args, out: conv_out.append(out.dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss_G, stats = s.g_step(with_noise(batch, "g_noise"))
+        loss_G.backward()
+    assert conv_out == [torch.bfloat16]  # the policy is not vacuous: the convs ran in bf16
+    assert weights and all(w.dtype == torch.float32 for w in weights)
+    assert loss_G.dtype == torch.float32 and all(v.dtype == torch.float32 for v in stats.values())
+    bn = [b for m in s.G.modules() if isinstance(m, torch.nn.BatchNorm3d) for b in (m.running_mean, m.running_var)]
+    assert bn and all(b.dtype == torch.float32 and torch.isfinite(b).all() for b in bn)

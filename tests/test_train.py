@@ -190,6 +190,19 @@ def test_smoke_with_option(tmp_path, flags):
 
 
 @pytest.mark.parametrize("stage", [1, 3])
+def test_channels_last_changes_the_layout_not_the_numbers(tmp_path, stage):
+    """--channels-last: the same losses and logits, step by step, as the default layout (float
+    rounding apart: the convs run other kernels)."""
+    logs = []
+    for name, flags in (("default", []), ("cl", ["--channels-last"])):
+        run(tmp_path, *flags, stage=stage, name=name)
+        logs.append([r for r in read_log(tmp_path / name / "log.jsonl") if "loss_D" in r])
+    for want, got in zip(*logs):
+        for k in ("loss_D", "loss_G", "D_s_real", "D_t_fake"):
+            assert got[k] == pytest.approx(want[k], rel=1e-3, abs=1e-3), (k, got, want)
+
+
+@pytest.mark.parametrize("stage", [1, 3])
 def test_fvd_every_logs_the_stage_score(tmp_path, stage, monkeypatch):
     """--fvd-every: the stage's FVD rung lands in log.jsonl at those steps, as evaluate.py's
     ladder scores that stage (its own videos, or its output on real views of its input), with its
