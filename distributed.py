@@ -152,14 +152,14 @@ def power_iterations_paused(nets: list):
 
 
 # -----------------------------------------------------------------------------
-# Spectral norm once per step, all the layers of a net together
+# Spectral norm once per optimizer step, all the layers of a net together
 
 class SpectralNorms:
     """The layers of a net that torch's spectral_norm parametrization normalises (models.sn), as
     one flat problem. torch's parametrization computes W / sigma(W) at each access of a layer's
     weight: in training mode one power iteration (u = W v / |W v|, v = W^T u / |W^T u|, stored
     in place), then sigma = u^T W v: ~13 ops of its own per layer and access and more in
-    backward, ~45% of the ops of a ssw-128 training iteration (bench.py profile --per-layer-sn).
+    backward: ~45% of the ops of a ssw-128 training iteration, when it was (docs/measured.md).
     Here all of a net's layers take the same steps together, in ~40 ops whatever their number.
 
     Layer l's weight is the (h_l, w_l) matrix W_l (dim 0 against the rest); all weights flatten

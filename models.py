@@ -557,7 +557,7 @@ def upscale_chunk(G: Gup, c: torch.Tensor, z: torch.Tensor, y: torch.Tensor, con
 def fake_batch(G, cfg: StageConfig, batch: dict) -> torch.Tensor:
     """G's videos for a batch, (B, 3, T, H, W): G1(z, y) for stage 1; for the upscaling stages,
     Gup on each window's conditioning with its context, cropped to the window: a sampling chunk
-    (upscale_chunk). The noise is batch["z"] where the batch brings it (step_noise, the fixed
+    (upscale_chunk). The noise is batch["z"] where the batch brings it (the loader's WithNoise, the fixed
     sample grids), else fresh."""
     y, z = batch["y"], batch.get("z")
     if cfg.stage == 1:
