@@ -51,9 +51,22 @@ def wrap(net: torch.nn.Module | None, world: int):
     return DDP(net) if world > 1 and net is not None else net
 
 
+def average_gradients(nets: list) -> None:
+    """Average the gradients of nets over the ranks, in one all-reduce: what DDP's backward does,
+    for the steps that call the nets unwrapped (train.py --compile under torchrun: torch.compile
+    cannot trace DDP's forward inside a step's graph)."""
+    grads = [p.grad for net in nets for p in net.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])                       # (sum of sizes,)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    chunks = flat.split([g.numel() for g in grads])
+    torch._foreach_copy_(grads, [chunk.view_as(g) for chunk, g in zip(chunks, grads)])
+
+
 def lost_rank(e: RuntimeError) -> bool:
-    """Did a collective fail: another rank died (connection reset) or hung past --ddp-timeout?"""
-    return int(os.environ.get("WORLD_SIZE", 1)) > 1 and (
+    """Did a collective fail: another rank died (connection reset) or hung past --ddp-timeout?
+    (Not torch.compile refusing code, whose message may name c10d's functions.)"""
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1 and not isinstance(e, torch._dynamo.exc.TorchDynamoException) and (
         isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d", "pair closure")))
 
 

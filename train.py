@@ -335,10 +335,14 @@ def train(args: argparse.Namespace) -> dict:
 
         # --- the steps' forwards. Under torchrun, DDP wrappers: a D step syncs D grads, a G step G
         # grads; the G step calls the Ds unwrapped (it needs no D grad, and DDP would wait for one).
-        # Under --compile, each forward is one graph (compiled_step); `nets` keeps the plain modules.
-        G_ddp, D_s_ddp, D_t_ddp, D_m_ddp = (distributed.wrap(m, world) for m in (G, D_s, D_t, D_m))
-        ddp_G = [G_ddp] if world > 1 else []  # what micro_batch keeps from syncing before the last
-        ddp_D = [D for D in (D_s_ddp, D_t_ddp, D_m_ddp) if world > 1 and D is not None]
+        # Under --compile, each forward is one graph (compiled_step), calling the plain nets (Dynamo
+        # cannot trace DDP's forward inside it): under torchrun the loop then averages the
+        # gradients itself (average_grads). `nets` keeps the plain modules for checkpoints.
+        ddp_world = 1 if args.compile else world
+        G_ddp, D_s_ddp, D_t_ddp, D_m_ddp = (distributed.wrap(m, ddp_world) for m in (G, D_s, D_t, D_m))
+        ddp_G = [G_ddp] if ddp_world > 1 else []  # what micro_batch keeps from syncing before the last
+        ddp_D = [D for D in (D_s_ddp, D_t_ddp, D_m_ddp) if ddp_world > 1 and D is not None]
+        average_grads = world > 1 and args.compile
         Ds_G = (D_s, D_t, D_m) if args.adversarial else (None, None, None)  # the Ds the G loss asks
         d_step = compiled_step(functools.partial(d_forward, G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, cfg,
                                                  args.lambda_m, args.mismatch_negatives), args.compile, device)
@@ -399,6 +403,8 @@ def train(args: argparse.Namespace) -> dict:
                             loss_D, stats = d_step(with_noise(batch, "d_noise"))
                         (loss_D / len(micro)).backward()
                     status.add({"loss_D": loss_D, **stats}, weight=1 / (args.d_steps * len(micro)))
+                if average_grads:
+                    distributed.average_gradients(Ds)
                 opt_D.step()
             if not args.adversarial:  # the L1 baseline: no D steps, so the G step draws its batch
                 micro = next_batch()
@@ -412,6 +418,8 @@ def train(args: argparse.Namespace) -> dict:
                         loss_G, stats = g_step(with_noise(batch, "g_noise"))
                     (loss_G / len(micro)).backward()
                 status.add({"loss_G": loss_G, **stats}, weight=1 / len(micro))
+            if average_grads:
+                distributed.average_gradients([G])
             opt_G.step()
             for D in Ds:
                 D.requires_grad_(True)

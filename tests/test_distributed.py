@@ -131,12 +131,14 @@ def test_ddp_equals_one_big_batch_and_grad_accum(tmp_path):
     With --sync-bn G's batch norm sees all 4 videos, and the run equals one process at batch 4.
     Without it each rank normalises over its 2 videos, as each micro-batch does under
     --grad-accum 2: the run equals one process at batch 2 x 2, and differs from batch 4, which
-    shows the comparison can fail (BN statistics over 2 instead of 4 videos are a small change)."""
+    shows the comparison can fail (BN statistics over 2 instead of 4 videos are a small change).
+    With --compile (and --sync-bn) the ranks train what they train eagerly."""
     runs = [("ddp", tiny_argv(tmp_path, "ddp")), ("sync", tiny_argv(tmp_path, "sync", "--sync-bn")),
-            ("resumed", tiny_argv(tmp_path, "resumed", iters=2)), ("resumed", tiny_argv(tmp_path, "resumed"))]
+            ("resumed", tiny_argv(tmp_path, "resumed", iters=2)), ("resumed", tiny_argv(tmp_path, "resumed")),
+            ("compiled", tiny_argv(tmp_path, "compiled", "--sync-bn", "--compile"))]
     torch.multiprocessing.spawn(ddp_worker, args=(2, free_ports(len(runs)), runs, str(tmp_path)), nprocs=2)
     got = {(name, r): torch.load(tmp_path / f"{name}.rank{r}.pt", weights_only=True)
-           for name in ("ddp", "sync", "resumed") for r in (0, 1)}
+           for name in ("ddp", "sync", "resumed", "compiled") for r in (0, 1)}
     torch.set_num_threads(1)  # as each rank: the same kernels, so float noise is not amplified
     try:
         init = train(get_args(tiny_argv(tmp_path, "init", iters=0)))
@@ -145,13 +147,16 @@ def test_ddp_equals_one_big_batch_and_grad_accum(tmp_path):
     finally:
         torch.set_num_threads(2)
 
-    for name in ("ddp", "sync", "resumed"):
+    for name in ("ddp", "sync", "resumed", "compiled"):
         rank0, rank1 = got[name, 0], got[name, 1]
         assert rank1["written"] == [] and rank0["written"], name
-        a, b = floats(rank0["state"], bn_stats=name == "sync"), floats(rank1["state"], bn_stats=name == "sync")
+        synced = name in ("sync", "compiled")
+        a, b = floats(rank0["state"], bn_stats=synced), floats(rank1["state"], bn_stats=synced)
         assert all(torch.equal(a[n], b[n]) for n in a), name
         assert [r["batch"] for r in read_log(tmp_path / "runs" / name / "log.jsonl") if "loss_D" in r] == [4, 4, 4]
     ddp, sync, resumed = got["ddp", 0]["state"], got["sync", 0]["state"], got["resumed", 0]["state"]
+    # --compile under torchrun: the plain nets in each step's graph, gradients averaged by hand
+    assert apart(got["compiled", 0]["state"], sync, init) < 2e-2
     assert_same_weights(resumed, ddp)
     torch.testing.assert_close(resumed["opt_G"]["state"], ddp["opt_G"]["state"])
     # measured: sync-big 3e-4, ddp-accum 0 (the same kernels on the same numbers), ddp-big 0.4
