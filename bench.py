@@ -266,14 +266,15 @@ class OpCount(TorchDispatchMode):
 PHASES = ("D steps", "opt_D.step", "G step", "opt_G.step", "EMA", "status")
 
 
-def compiled_step(forward, compile: bool, device: torch.device):
-    """forward as train.py runs it (train.compiled_step); on the meta device, where Inductor
-    cannot make kernels, traced as train.py traces it (fullgraph, static shapes) and run op by op
-    (the eager backend): Dynamo, where graphs break and recompile, does the same whatever the
-    backend."""
+def compiled_step(forward, compile: bool, device: torch.device, *nets_and_settings):
+    """forward bound as train.py binds it (train.compiled_step); on the meta device, where
+    Inductor cannot make kernels, traced as train.py traces it (fullgraph, static shapes) and run
+    op by op (the eager backend): Dynamo, where graphs break and recompile, does the same
+    whatever the backend."""
     if compile and device.type == "meta":
-        return torch.compile(forward, backend="eager", fullgraph=True, dynamic=False)
-    return train.compiled_step(forward, compile, device)
+        return functools.partial(torch.compile(forward, backend="eager", fullgraph=True, dynamic=False),
+                                 *nets_and_settings)
+    return train.compiled_step(forward, compile, device, *nets_and_settings)
 
 
 def training_iteration(preset: str, stage: int, batch: int, device: torch.device, dtype: str = "float32",
@@ -311,10 +312,9 @@ def training_iteration(preset: str, stage: int, batch: int, device: torch.device
                               enabled=dtype == "bfloat16" and device.type != "meta")
     if compile:
         torch._dynamo.reset()  # its compiles are its own, and no earlier run counts against the recompile limit
-    d_step = compiled_step(functools.partial(train.d_forward, G, D_s, D_t, D_m, cfg, args.lambda_m,
-                                             args.mismatch_negatives), compile, device)
-    g_step = compiled_step(functools.partial(train.g_forward, G, D_s, D_t, D_m, cfg, args.lambda_m,
-                                             args.lambda_rec), compile, device)
+    d_step = compiled_step(train.d_forward, compile, device, G, D_s, D_t, D_m, cfg, args.lambda_m,
+                           args.mismatch_negatives)
+    g_step = compiled_step(train.g_forward, compile, device, G, D_s, D_t, D_m, cfg, args.lambda_m, args.lambda_rec)
     status = Status("", device, 0, main=False, batch=batch)
 
     def iteration(step: int) -> None:

@@ -12,6 +12,7 @@ Every conv and linear carries spectral norm (torch.nn.utils.parametrizations.spe
 over an orthogonal init, as in BigGAN / DVD-GAN.
 """
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -359,8 +360,12 @@ class GRU(nn.Module):
             nn.init.uniform_(p, -size ** -0.5, size ** -0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gi = F.linear(x, self.weight_ih_l0, self.bias_ih_l0)             # (B, T, 3H): all frames at once
-        return GRUSteps.apply(gi, self.weight_hh_l0, self.bias_hh_l0)    # (B, T, H)
+        # In float32 under bf16 autocast too: a recurrence compounds its rounding frame by frame
+        # (and GRUSteps' backward, which autocast does not reach, takes one dtype).
+        device = x.device.type
+        with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
+            gi = F.linear(x.to(self.weight_ih_l0.dtype), self.weight_ih_l0, self.bias_ih_l0)  # (B, T, 3H): all frames
+            return GRUSteps.apply(gi, self.weight_hh_l0, self.bias_hh_l0)          # (B, T, H)
 
 
 class G1(nn.Module):

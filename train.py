@@ -246,18 +246,21 @@ def g_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, lambda_rec: f
     return g_loss(D_s, D_t, D_m, batch, fake_batch(G, cfg, batch), lambda_m, lambda_rec)
 
 
-def compiled_step(forward, compile: bool, device: torch.device):
-    """forward as the loop calls it: under --compile, torch.compile'd whole (fullgraph: a graph
-    break is an error, not a silent slow path; dynamic=False: a stage's shapes never change),
-    with its backward compiled from the same graph; the optimizer steps and EMA stay eager.
-    Spectral norm's weights come in ready (distributed.spectral_norm_once)."""
-    if not compile:
-        return forward
-    if device.type == "cuda" and torch.__version__ < "2.14":
-        # Inductor's loop reordering failed on the D step on CUDA with torch 2.11 ("'7 - ((0))' is
-        # not comparable"); kept off through 2.13, unverified on a GPU since
-        torch._inductor.config.loop_ordering_after_fusion = False
-    return torch.compile(forward, fullgraph=True, dynamic=False)
+def compiled_step(forward, compile: bool, device: torch.device, *nets_and_settings):
+    """forward (d_forward or g_forward) with its leading arguments bound, as the loop calls it:
+    step(batch). Under --compile, forward is torch.compile'd whole (fullgraph: a graph break is
+    an error, not a silent slow path; dynamic=False: a stage's shapes never change), its backward
+    compiled from the same graph; the optimizer steps and EMA stay eager. Compiled before
+    binding, so each step's forward has its own code and graph (a partial compiled as such
+    would share one wrapper, and the G step would first try the D step's guards). Spectral norm's
+    weights come in ready (distributed.spectral_norm_once)."""
+    if compile:
+        if device.type == "cuda" and torch.__version__ < "2.14":
+            # Inductor's loop reordering failed on the D step on CUDA with torch 2.11 ("'7 - ((0))' is
+            # not comparable"); kept off through 2.13, unverified on a GPU since
+            torch._inductor.config.loop_ordering_after_fusion = False
+        forward = torch.compile(forward, fullgraph=True, dynamic=False)
+    return functools.partial(forward, *nets_and_settings)
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
@@ -344,10 +347,9 @@ def train(args: argparse.Namespace) -> dict:
         ddp_D = [D for D in (D_s_ddp, D_t_ddp, D_m_ddp) if ddp_world > 1 and D is not None]
         average_grads = world > 1 and args.compile
         Ds_G = (D_s, D_t, D_m) if args.adversarial else (None, None, None)  # the Ds the G loss asks
-        d_step = compiled_step(functools.partial(d_forward, G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, cfg,
-                                                 args.lambda_m, args.mismatch_negatives), args.compile, device)
-        g_step = compiled_step(functools.partial(g_forward, G_ddp, *Ds_G, cfg, args.lambda_m, args.lambda_rec),
-                               args.compile, device)
+        d_step = compiled_step(d_forward, args.compile, device, G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, cfg,
+                               args.lambda_m, args.mismatch_negatives)
+        g_step = compiled_step(g_forward, args.compile, device, G_ddp, *Ds_G, cfg, args.lambda_m, args.lambda_rec)
 
         # --- data: the loader, and the sample grids' fixed inputs
         loader = torch.utils.data.DataLoader(

@@ -4,7 +4,6 @@ gradients, tiny stage 1 and an upscaler, Inductor on the CPU), and the steps aft
 compile nothing more. The ssw-128 stages' tracing is tested on the meta device in test_bench.py.
 Each compiled stage costs a minute or two of Inductor on a CPU: compiled once per test module."""
 import copy
-import functools
 
 import pytest
 import torch
@@ -43,11 +42,10 @@ class Stage:
         self.G, D_s, D_t, D_m = build_stage(cfg)
         self.Ds = [D for D in (D_s, D_t, D_m) if D is not None]
         self.opt_G, self.opt_D = train.optimizers(self.G, self.Ds, self.args)
-        self.d_step = train.compiled_step(functools.partial(train.d_forward, self.G, D_s, D_t, D_m, cfg,
-                                                            self.args.lambda_m, False), compile, torch.device("cpu"))
-        self.g_step = train.compiled_step(functools.partial(train.g_forward, self.G, D_s, D_t, D_m, cfg,
-                                                            self.args.lambda_m, self.args.lambda_rec),
-                                          compile, torch.device("cpu"))
+        self.d_step = train.compiled_step(train.d_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
+                                          self.args.lambda_m, False)
+        self.g_step = train.compiled_step(train.g_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
+                                          self.args.lambda_m, self.args.lambda_rec)
 
     def iteration(self, batch: dict) -> dict:
         out = {}
@@ -123,22 +121,27 @@ def test_steps_compile_once(twins):
     assert graphs[0] == 2 and graphs[1:] == [2, 2], graphs
 
 
-def test_bf16_keeps_sigma_statistics_logits_and_losses_in_float32():
+@pytest.mark.parametrize("stage", [1, 2])
+def test_bf16_keeps_sigma_statistics_logits_and_losses_in_float32(stage):
     """--dtype bfloat16's policy: under autocast the convs run in bf16, but spectral norm's
-    normalised weights (sigma computed before autocast), the batch-norm running statistics, the
-    logits and the losses stay float32."""
-    s = Stage(2, compile=False)
+    normalised weights (sigma computed before autocast), G1's GRU, the batch-norm running
+    statistics, the logits and the losses stay float32, and the backward runs."""
+    s = Stage(stage, compile=False)
     batch = stage_batch(s.cfg, 2, seed=0)
     for D in s.Ds:
         D.requires_grad_(False)
     with micro_batch(0, 1, [], trained=[s.G], others=s.Ds):
         weights = [m.weight for m in s.G.modules() if hasattr(m, "parametrizations")]
-        conv_out = []
+        conv_out, gru_out = [], []
         s.G.out.register_forward_hook(lambda m, args, out: conv_out.append(out.dtype))
+        if stage == 1:
+            s.G.gru.register_forward_hook(lambda m, args, out: gru_out.append(out.dtype))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss_G, stats = s.g_step(with_noise(batch, "g_noise"))
         loss_G.backward()
     assert conv_out == [torch.bfloat16]  # the policy is not vacuous: the convs ran in bf16
+    assert gru_out == ([torch.float32] if stage == 1 else [])
+    assert all(torch.isfinite(p.grad).all() for p in s.G.parameters())
     assert weights and all(w.dtype == torch.float32 for w in weights)
     assert loss_G.dtype == torch.float32 and all(v.dtype == torch.float32 for v in stats.values())
     bn = [b for m in s.G.modules() if isinstance(m, torch.nn.BatchNorm3d) for b in (m.running_mean, m.running_var)]
