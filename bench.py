@@ -848,5 +848,5 @@ def learn(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     a = get_args()
-    {"cost": cost, "profile": profile, "gpu-table": gpu_table, "step": step_time, "sample": sample_sweep, "data": data_speed, "i3d": i3d_speed,
-     "learn": learn, "sample-one": sample_one}[a.cmd](a)
+    {"cost": cost, "profile": profile, "gpu-table": gpu_table, "step": step_time, "sample": sample_sweep,
+     "data": data_speed, "i3d": i3d_speed, "learn": learn, "sample-one": sample_one}[a.cmd](a)

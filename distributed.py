@@ -66,8 +66,9 @@ def average_gradients(nets: list) -> None:
 def lost_rank(e: RuntimeError) -> bool:
     """Did a collective fail: another rank died (connection reset) or hung past --ddp-timeout?
     (Not torch.compile refusing code, whose message may name c10d's functions.)"""
-    return int(os.environ.get("WORLD_SIZE", 1)) > 1 and not isinstance(e, torch._dynamo.exc.TorchDynamoException) and (
-        isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d", "pair closure")))
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1 or isinstance(e, torch._dynamo.exc.TorchDynamoException):
+        return False
+    return isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d", "pair closure"))
 
 
 # -----------------------------------------------------------------------------
@@ -101,9 +102,8 @@ class WithNoise(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = self.examples[i]
-        c_context = item.get("c_context")
-        noise = {stream: example_noise(self.cfg, i, None if c_context is None else c_context.shape[1:], self.seed, stream)
-                 for stream in ("d_noise", "g_noise")}
+        c_frames = item["c_context"].shape[1:] if "c_context" in item else None  # (T', H', W'): upscalers
+        noise = {stream: example_noise(self.cfg, i, c_frames, self.seed, stream) for stream in ("d_noise", "g_noise")}
         return {**item, "id": i, "noise": noise}
 
 
