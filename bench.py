@@ -277,6 +277,25 @@ def compiled_step(forward, compile: bool, device: torch.device, *nets_and_settin
     return train.compiled_step(forward, compile, device, *nets_and_settings)
 
 
+def random_batch(cfg, batch: int, seed: int = 0) -> dict:
+    """`batch` random examples of the shapes of StageConfig cfg's data, collated as the loader
+    collates them, with the noise of a D step and of a G step (distributed.example_noise) for
+    examples seed * batch ... : a training batch without rendering a video."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 3, cfg.out_frames, cfg.out_size, cfg.out_size, generator=g) * 2 - 1
+    data = {"x": x, "y": torch.arange(batch) % cfg.classes}
+    if cfg.stage > 1:
+        data["c"] = view(x, 2, 2)
+        data["c_context"] = torch.rand(batch, 3, cfg.cond_frames + 2 * cfg.context, cfg.cond_size, cfg.cond_size,
+                                       generator=g) * 2 - 1
+    c_frames = data["c_context"].shape[2:] if cfg.stage > 1 else None
+    noise = {s: [example_noise(cfg, seed * batch + i, c_frames, 0, s) for i in range(batch)]
+             for s in ("d_noise", "g_noise")}
+    data["noise"] = {s: {k: torch.stack([n[k] for n in drawn]) for k in ("z", "frames")}  # as the loader collates
+                     for s, drawn in noise.items()}
+    return data
+
+
 def training_iteration(preset: str, stage: int, batch: int, device: torch.device, dtype: str = "float32",
                        count: OpCount | None = None, compile: bool = False):
     """(preset, stage) at `batch` videos, built as train.py builds it with its defaults, on random
@@ -294,17 +313,7 @@ def training_iteration(preset: str, stage: int, batch: int, device: torch.device
     torch.manual_seed(0)
     with torch.device(device) if device.type == "meta" else contextlib.nullcontext():  # meta: no init arithmetic
         G, D_s, D_t, D_m = (None if m is None else m.to(device) for m in build_stage(cfg))
-    x = torch.rand(batch, 3, cfg.out_frames, cfg.out_size, cfg.out_size) * 2 - 1
-    data = {"x": x, "y": torch.arange(batch) % cfg.classes}
-    if stage > 1:
-        data["c"] = view(x, 2, 2)
-        data["c_context"] = torch.rand(batch, 3, cfg.cond_frames + 2 * cfg.context, cfg.cond_size,
-                                       cfg.cond_size) * 2 - 1
-    noise = {stream: [example_noise(cfg, i, data["c_context"].shape[2:] if stage > 1 else None, 0, stream)
-                      for i in range(batch)] for stream in ("d_noise", "g_noise")}
-    data["noise"] = {stream: {k: torch.stack([n[k] for n in drawn]) for k in ("z", "frames")}
-                     for stream, drawn in noise.items()}  # as the loader collates them
-    data = train.to_device(data, device)
+    data = train.to_device(random_batch(cfg, batch), device)
     Ds = [D for D in (D_s, D_t, D_m) if D is not None]
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_G, opt_D = train.optimizers(G, Ds, args)

@@ -90,20 +90,29 @@ class StepSampler(torch.utils.data.Sampler):
 
 class WithNoise(torch.utils.data.Dataset):
     """A stage's examples, each with its index "id" and the randomness of the steps that use it,
-    drawn here, in the loader's workers: "d_noise" for the D step it feeds, "g_noise" for the G
-    step that reuses the last D batch (example_noise). A training step then holds no generator
-    and no per-example work: its noise came with its batch."""
+    drawn here, in the loader's workers: "d_noise" for the D step it feeds and, on the last D
+    batch of an iteration, "g_noise" for the G step that reuses that batch (example_noise); with
+    d_steps 0 (no D) every batch feeds a G step. Batch b of the StepSampler holds examples
+    [b * batch, (b + 1) * batch) of all ranks and micro-batches (`batch`), so an example's id says
+    which steps it feeds. A training step then holds no generator and no per-example work: its
+    noise came with its batch."""
 
-    def __init__(self, examples: torch.utils.data.Dataset, cfg, seed: int):
-        self.examples, self.cfg, self.seed = examples, cfg, seed
+    def __init__(self, examples: torch.utils.data.Dataset, cfg, seed: int, d_steps: int, batch: int):
+        self.examples, self.cfg, self.seed, self.d_steps, self.batch = examples, cfg, seed, d_steps, batch
 
     def __len__(self) -> int:
         return len(self.examples)
 
+    def streams(self, i: int) -> list[str]:
+        """The steps example i feeds: its batch's D step, and the G step if its batch is the last
+        of an iteration's max(d_steps, 1)."""
+        g_step = (i // self.batch + 1) % max(self.d_steps, 1) == 0
+        return ["d_noise"] * (self.d_steps > 0) + ["g_noise"] * g_step
+
     def __getitem__(self, i: int) -> dict:
         item = self.examples[i]
         c_frames = item["c_context"].shape[1:] if "c_context" in item else None  # (T', H', W'): upscalers
-        noise = {stream: example_noise(self.cfg, i, c_frames, self.seed, stream) for stream in ("d_noise", "g_noise")}
+        noise = {stream: example_noise(self.cfg, i, c_frames, self.seed, stream) for stream in self.streams(i)}
         return {**item, "id": i, "noise": noise}
 
 

@@ -440,7 +440,7 @@ def stage_scores(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, devi
 def stage_fvd(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device: torch.device,
               cache_dir: str, frames: int = 16) -> float:
     """stage_scores' "fvd" alone, without the start, floor and recognizer the others cost at a
-    first call: the name train.py's --fvd-every and study.py's rung_fvd call."""
+    first call (study.py's rung_fvd; train.py's --fvd-every logs stage_scores)."""
     model = fvd.load_i3d().to(device)
     real = real_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir)
     return score(stage_videos([(cfg, G)], source, n, STAGE_BATCH, device), model, n, frames, real)[0]

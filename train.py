@@ -353,7 +353,8 @@ def train(args: argparse.Namespace) -> dict:
 
         # --- data: the loader, and the sample grids' fixed inputs
         loader = torch.utils.data.DataLoader(
-            WithNoise(examples, cfg, args.seed), batch_size=args.batch_size, num_workers=args.workers,
+            WithNoise(examples, cfg, args.seed, args.d_steps, args.batch_size * args.grad_accum * world),
+            batch_size=args.batch_size, num_workers=args.workers,
             pin_memory=device.type == "cuda",
             sampler=StepSampler(step * max(args.d_steps, 1), args.batch_size * args.grad_accum, rank, world),
             generator=torch.Generator(),  # keeps the global RNG untouched

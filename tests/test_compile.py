@@ -10,24 +10,9 @@ import torch
 import torch._dynamo
 
 import train
-from data import view
-from distributed import example_noise, micro_batch, with_noise
+from bench import random_batch
+from distributed import micro_batch, with_noise
 from models import build_stage
-
-
-def stage_batch(cfg, B: int, seed: int) -> dict:
-    """B random examples of cfg's shapes, with both streams' noise as the loader collates it."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(B, 3, cfg.out_frames, cfg.out_size, cfg.out_size, generator=g) * 2 - 1
-    batch = {"x": x, "y": torch.arange(B) % cfg.classes}
-    if cfg.stage > 1:
-        batch["c"] = view(x, 2, 2)
-        batch["c_context"] = torch.rand(B, 3, cfg.cond_frames + 2 * cfg.context, cfg.cond_size, cfg.cond_size,
-                                        generator=g) * 2 - 1
-    frames = batch["c_context"].shape[2:] if cfg.stage > 1 else None
-    noise = {s: [example_noise(cfg, seed * B + i, frames, 0, s) for i in range(B)] for s in ("d_noise", "g_noise")}
-    batch["noise"] = {s: {k: torch.stack([n[k] for n in drawn]) for k in ("z", "frames")} for s, drawn in noise.items()}
-    return batch
 
 
 class Stage:
@@ -73,7 +58,7 @@ def test_each_step_traces_as_one_graph(stage):
     """Dynamo traces the D step's and the G step's forward whole: the unrolled GRU, Gup's frame
     arithmetic and spectral norm's ready weights included (0 graph breaks)."""
     s = Stage(stage, compile=False)
-    batch = stage_batch(s.cfg, 2, seed=0)
+    batch = random_batch(s.cfg, 2, seed=0)
     with micro_batch(0, 1, [], trained=s.Ds, others=[s.G]):
         d = torch._dynamo.explain(s.d_step)(with_noise(batch, "d_noise"))
     for D in s.Ds:
@@ -93,7 +78,7 @@ def twins(request):
     eager, compiled = Stage(request.param, compile=False), Stage(request.param, compile=True)
     runs, graphs, before = [], [], counters["stats"]["unique_graphs"]
     for i in range(3):
-        batch = stage_batch(eager.cfg, 4, seed=i)
+        batch = random_batch(eager.cfg, 4, seed=i)
         runs.append((eager.iteration(copy.deepcopy(batch)), compiled.iteration(batch)))
         graphs.append(counters["stats"]["unique_graphs"] - before)
     return runs, graphs
@@ -127,7 +112,7 @@ def test_bf16_keeps_sigma_statistics_logits_and_losses_in_float32(stage):
     normalised weights (sigma computed before autocast), G1's GRU, the batch-norm running
     statistics, the logits and the losses stay float32, and the backward runs."""
     s = Stage(stage, compile=False)
-    batch = stage_batch(s.cfg, 2, seed=0)
+    batch = random_batch(s.cfg, 2, seed=0)
     for D in s.Ds:
         D.requires_grad_(False)
     with micro_batch(0, 1, [], trained=[s.G], others=s.Ds):

@@ -21,21 +21,30 @@ from train import get_args, train
 def test_noise_comes_with_the_batch_per_example_and_per_stream():
     """The loader draws each example's noise (WithNoise): a pure function of its id, so any split
     of a batch collates the same rows; a D step's and the G step's draws for one example differ;
-    with_noise hands a step its stream in the layout the losses read ("frames" (2, B, k))."""
+    with_noise hands a step its stream in the layout the losses read ("frames" (2, B, k)). Only
+    the steps an example feeds are drawn: with 2 D steps, g_noise on every second batch alone;
+    with none (--no-adversarial), g_noise alone."""
     cfg = stage_config("tiny", 2, num_classes=5, context=1)
-    examples = WithNoise(StageExamples(open_clips("synthetic", cfg.clip_frames, cfg.clip_size, 0), cfg.view_s,
-                                       cfg.view_t, cfg.window, cfg.context, seed=0), cfg, seed=0)
+    examples = StageExamples(open_clips("synthetic", cfg.clip_frames, cfg.clip_size, 0), cfg.view_s, cfg.view_t,
+                             cfg.window, cfg.context, seed=0)
+    noisy = WithNoise(examples, cfg, seed=0, d_steps=1, batch=2)
 
     def batch(ids):
-        return with_noise(default_collate([examples[i] for i in ids]), "d_noise")
+        return with_noise(default_collate([noisy[i] for i in ids]), "d_noise")
 
-    whole, half = batch([3, 4]), batch([4])
+    whole, half = batch([2, 3]), batch([3])
     torch.testing.assert_close(whole["z"][1:], half["z"])
     torch.testing.assert_close(whole["frames"][:, 1:], half["frames"])
     k = min(cfg.d_frames, cfg.out_frames)
     assert whole["z"].shape == (2, cfg.z_dim, *whole["c_context"].shape[2:]) and whole["frames"].shape == (2, 2, k)
-    assert not torch.equal(with_noise(default_collate([examples[4]]), "g_noise")["z"], half["z"])
-    assert whole["id"].tolist() == [3, 4] and "noise" not in whole
+    g = with_noise(default_collate([noisy[3]]), "g_noise")
+    assert not torch.equal(g["z"], half["z"])
+    assert whole["id"].tolist() == [2, 3] and "noise" not in whole
+
+    two_d_steps = WithNoise(examples, cfg, seed=0, d_steps=2, batch=2)  # batches 0 and 1 make iteration 0
+    assert [sorted(two_d_steps[i]["noise"]) for i in (0, 1, 2, 3)] == [["d_noise"]] * 2 + [["d_noise", "g_noise"]] * 2
+    torch.testing.assert_close(two_d_steps[3]["noise"]["g_noise"]["z"], g["z"][0])  # the same draw, whatever d_steps
+    assert list(WithNoise(examples, cfg, seed=0, d_steps=0, batch=2)[0]["noise"]) == ["g_noise"]
 
 
 def test_step_sampler_indices():
