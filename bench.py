@@ -41,6 +41,7 @@ from torch._dynamo.utils import counters as dynamo_counters
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+import distributed
 import fvd
 import losses
 import sample
@@ -267,14 +268,14 @@ PHASES = ("D steps", "opt_D.step", "G step", "opt_G.step", "EMA", "status")
 
 
 def compiled_step(forward, compile: bool, device: torch.device, *nets_and_settings):
-    """forward bound as train.py binds it (train.compiled_step); on the meta device, where
+    """forward bound as train.py binds it (distributed.compiled_step); on the meta device, where
     Inductor cannot make kernels, traced as train.py traces it (fullgraph, static shapes) and run
     op by op (the eager backend): Dynamo, where graphs break and recompile, does the same
     whatever the backend."""
     if compile and device.type == "meta":
         return functools.partial(torch.compile(forward, backend="eager", fullgraph=True, dynamic=False),
                                  *nets_and_settings)
-    return train.compiled_step(forward, compile, device, *nets_and_settings)
+    return distributed.compiled_step(forward, compile, device, *nets_and_settings)
 
 
 def random_batch(cfg, batch: int, seed: int = 0) -> dict:
@@ -291,7 +292,7 @@ def random_batch(cfg, batch: int, seed: int = 0) -> dict:
     c_frames = data["c_context"].shape[2:] if cfg.stage > 1 else None
     noise = {s: [example_noise(cfg, seed * batch + i, c_frames, 0, s) for i in range(batch)]
              for s in ("d_noise", "g_noise")}
-    data["noise"] = {s: {k: torch.stack([n[k] for n in drawn]) for k in ("z", "frames")}  # as the loader collates
+    data["noise"] = {s: {k: torch.stack([n[k] for n in drawn]) for k in ("z", "frames", "shift")}  # as the loader collates
                      for s, drawn in noise.items()}
     return data
 
@@ -313,7 +314,7 @@ def training_iteration(preset: str, stage: int, batch: int, device: torch.device
     torch.manual_seed(0)
     with torch.device(device) if device.type == "meta" else contextlib.nullcontext():  # meta: no init arithmetic
         G, D_s, D_t, D_m = (None if m is None else m.to(device) for m in build_stage(cfg))
-    data = train.to_device(random_batch(cfg, batch), device)
+    data = distributed.to_device(random_batch(cfg, batch), device)
     Ds = [D for D in (D_s, D_t, D_m) if D is not None]
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_G, opt_D = train.optimizers(G, Ds, args)
@@ -322,8 +323,9 @@ def training_iteration(preset: str, stage: int, batch: int, device: torch.device
     if compile:
         torch._dynamo.reset()  # its compiles are its own, and no earlier run counts against the recompile limit
     d_step = compiled_step(train.d_forward, compile, device, G, D_s, D_t, D_m, cfg, args.lambda_m,
-                           args.mismatch_negatives)
-    g_step = compiled_step(train.g_forward, compile, device, G, D_s, D_t, D_m, cfg, args.lambda_m, args.lambda_rec)
+                           args.mismatch_negatives, args.r1, args.augment, args.aux_class)
+    g_step = compiled_step(train.g_forward, compile, device, G, D_s, D_t, D_m, cfg, args.lambda_m, args.lambda_rec,
+                           args.augment, args.aux_class)
     status = Status("", device, 0, main=False, batch=batch)
 
     def iteration(step: int) -> None:

@@ -120,7 +120,7 @@ _PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200]
 
 
 class SyntheticVideos(Clips):
-    """Built-in dataset: 1-3 shapes of one kind (the class y) in distinct colours and sizes,
+    """Built-in dataset: 1-2 shapes of one kind (the class y) in distinct colours and sizes,
     bouncing off the borders, slowly rotating and pulsing, over smooth colour stripes that
     drift. Shapes and background carry fine striped textures (texture_octaves) down to a few
     pixels' period: the detail every 2x view loses, which an upscaler must put back, as real
@@ -133,14 +133,15 @@ class SyntheticVideos(Clips):
 
     classes = ["circle", "square", "triangle", "ring", "cross"]
     num_classes = len(classes)
-    max_shapes = 3
+    max_shapes = 2  # with radius 0.22-0.30 of the frame: 7-10 pixels across at the demo's stage 1 (16 px)
     waves = 4  # background plane waves
 
     heldout = 2**40  # split "val" is items heldout, heldout + 1, ...: never trained on
     octaves = 4  # texture gratings per shape and background, each twice the last's frequency
     texture = 0.12  # a shape's texture amplitude per grating (colour in [0, 1]); the background's a
                     # quarter of it, whose aliasing in a 4x view would otherwise be stage 1's noise
-    version = 2  # 2: textured; caches of statistics of these videos record it
+    version = 3  # 2: textured; 3: 1-2 shapes of radius 0.22-0.30 (from 1-3 of 0.10-0.18), drawn at 16 px;
+                 # caches of statistics of these videos record it
 
     @classmethod
     def texture_octaves(cls, freq: float, size: int) -> np.ndarray:
@@ -171,7 +172,7 @@ class SyntheticVideos(Clips):
         wave_drift = rng.normal(0, 0.15, (self.waves, 2))  # frame widths per clip: slow
         wave_phase = rng.uniform(0, 2 * np.pi, self.waves)
         wave_colour = rng.uniform(-0.12, 0.12, (self.waves, 3))
-        radius = rng.uniform(0.10, 0.18, self.max_shapes)
+        radius = rng.uniform(0.22, 0.30, self.max_shapes)
         pulse_freq = rng.uniform(0.5, 2, self.max_shapes)  # pulses per clip
         pulse_phase = rng.uniform(0, 2 * np.pi, self.max_shapes)
         angle = rng.uniform(0, 2 * np.pi, self.max_shapes)
@@ -196,25 +197,24 @@ class SyntheticVideos(Clips):
 
         # Background: base colour plus drifting plane waves, each tinting with its own colour.
         # sin(a + b) = sin(a) cos(b) + cos(a) sin(b) splits a wave into a spatial phase a and a
-        # temporal one b, so the whole (T, S, S, 3) background is one small-rank matmul.
+        # temporal one b, so the whole background is one small-rank matmul, each wave's colour
+        # going into its temporal factor: (T, 3, 2K) @ (2K, S * S).
         # The background's texture is more such waves, grey, an octave apart, drifting together.
         octave = self.texture_octaves(tex_freq[-1], S)  # (octaves, 2): frequency, amplitude
         direction = np.array([np.cos(tex_angle[-1]), np.sin(tex_angle[-1])])
         wave_freq = np.concatenate([wave_freq, octave[:, :1] * direction])
         wave_drift = np.concatenate([wave_drift, np.broadcast_to(tex_drift, (self.octaves, 2))])
         wave_phase = np.concatenate([wave_phase, tex_phase[-1]])
-        wave_colour = np.concatenate([wave_colour, np.repeat(0.25 * octave[:, 1:], 3, axis=1)])
-        a = 2 * np.pi * (wave_freq[:, 0, None, None] * pixel[None, None, :]
-                         + wave_freq[:, 1, None, None] * pixel[None, :, None]) \
-            + wave_phase[:, None, None]  # (K, S, S)
+        wave_colour = np.concatenate([wave_colour, np.repeat(0.25 * octave[:, 1:], 3, axis=1)])  # (K, 3)
+        a = (2 * np.pi * (wave_freq[:, 0, None, None] * pixel[None, None, :]
+                          + wave_freq[:, 1, None, None] * pixel[None, :, None])
+             + wave_phase[:, None, None]).astype(np.float32)  # (K, S, S)
         b = -2 * np.pi * (wave_freq * wave_drift).sum(1)[None, :] * tau[:, None]  # (T, K)
-        # A constant temporal factor 1 with spatial factor `base` adds the base colour for free.
-        spatial = np.concatenate([np.sin(a)[..., None] * wave_colour[:, None, None, :],
-                                  np.cos(a)[..., None] * wave_colour[:, None, None, :],
-                                  np.broadcast_to(base, (1, S, S, 3))])  # (2K+1, S, S, 3)
-        temporal = np.concatenate([np.cos(b), np.sin(b), np.ones((T, 1))], axis=1)  # (T, 2K+1)
-        video = temporal.astype(np.float32) @ spatial.astype(np.float32).reshape(len(spatial), -1)
-        video = video.reshape(T, S, S, 3)
+        spatial = np.concatenate([np.sin(a), np.cos(a)]).reshape(2 * len(a), S * S)  # (2K, S * S)
+        temporal = np.concatenate([np.cos(b), np.sin(b)], axis=1)  # (T, 2K)
+        coef = (temporal[:, None, :] * np.tile(wave_colour.T, 2)[None]).astype(np.float32)  # (T, 3, 2K)
+        video = (coef @ spatial).reshape(T, 3, S, S)  # channels first until the uint8 at the end
+        video += base.astype(np.float32)[:, None, None]
 
         frame = np.arange(T)
         for k in range(n):
@@ -241,19 +241,20 @@ class SyntheticVideos(Clips):
             # The fill's texture, in the shape's own turning coordinates: it moves with the shape.
             along = (np.cos(tex_angle[k]) * (cos * dx + sin * dy)
                      + np.sin(tex_angle[k]) * (cos * dy - sin * dx)).astype(np.float32)  # (T, 1, 2h, 2h)
-            fill = colour[k, :, None, None] + sum(  # (T, 3, 2h, 2h)
-                amp * np.sin(2 * np.pi * f * along + tex_phase[k, o])
+            fill = colour[k, :, None, None] + sum(  # (T, 3, 2h, 2h), float32 throughout
+                np.float32(amp) * np.sin(np.float32(2 * np.pi * f) * along + np.float32(tex_phase[k, o]))
                 for o, (f, amp) in enumerate(self.texture_octaves(tex_freq[k], S)) if amp > 0)
-            # Every 2h x 2h window of every frame, as a view: (T, S-2h+1, S-2h+1, 3, 2h, 2h).
+            # Every 2h x 2h window of every frame, as a view: (T, 3, S-2h+1, S-2h+1, 2h, 2h).
             # Picking one per frame is a cheap block copy; writing back is safe: none overlap.
-            windows = sliding_window_view(video, (2 * half, 2 * half), axis=(1, 2), writeable=True)
-            patch = windows[frame, top, left]  # (T, 3, 2h, 2h)
-            windows[frame, top, left] = patch + alpha * (fill - patch)
+            windows = sliding_window_view(video, (2 * half, 2 * half), axis=(2, 3), writeable=True)
+            patch = windows[frame, :, top, left]  # (T, 3, 2h, 2h)
+            windows[frame, :, top, left] = patch + alpha * (fill - patch)
 
         # In place: at 100 frames of 128 x 128 each fresh float copy costs as much as a shape.
         video *= 255
         video += 0.5
-        return np.clip(video, 0, 255, out=video).astype(np.uint8), y, 0
+        video = np.clip(video, 0, 255, out=video).astype(np.uint8)  # (T, 3, S, S)
+        return np.ascontiguousarray(video.transpose(0, 2, 3, 1)), y, 0  # (T, S, S, 3)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ Any split of a batch trains what one process at the whole batch trains, because:
   - micro_batch: DDP all-reduces gradients once per step, and spectral norm's power iteration
     runs once per optimizer step, for all the layers of a net together (SpectralNorms);
   - CrossReplicaBN (--sync-bn): G's batch norm normalises over the whole batch of all ranks.
-Also here: setting up and tearing down the process group, and telling a lost rank's error.
+Also here: a step's batch on the device (to_device) and its forward compiled (compiled_step);
+setting up and tearing down the process group, and telling a lost rank's error.
 Imports the random-stream table of videos.py; nothing here imports train.py.
 """
 import contextlib
 import datetime
+import functools
 import itertools
 import os
 import weakref
@@ -120,7 +122,9 @@ def example_noise(cfg, i: int, c_frames: tuple | None, seed: int, stream: str) -
     """The randomness one D or G step (stream "d_noise" or "g_noise" of videos.STREAMS) takes
     for example i of a StageConfig cfg's data: "z" for G ((T, z_dim) for stage 1; for
     upscalers a (z_dim, T', H', W') map over c_frames, the (T', H', W') of the example's
-    c_context) and "frames" (2, k), the frames D_s scores of the real video and of the fake. A
+    c_context), "frames" (2, k), the frames D_s scores of the real video and of the fake, and
+    "shift" (2, 2) in [-1, 1), the translations --augment gives them (drawn last, so that the
+    other draws are those of a run without it). A
     pure function of (seed, i, stream), drawn on the CPU: one process at batch 4, two ranks at 2
     and two micro-batches of 2 draw the same numbers for the same examples, a resumed run draws
     what an uninterrupted one drew, and a run on a GPU draws what one on a CPU does."""
@@ -129,19 +133,48 @@ def example_noise(cfg, i: int, c_frames: tuple | None, seed: int, stream: str) -
     entropy = np.random.SeedSequence([seed, i, STREAMS[stream]]).generate_state(1, np.uint64)[0]
     g = torch.Generator().manual_seed(int(entropy))
     z = torch.randn(z_shape, generator=g)
-    return {"z": z, "frames": torch.rand(2, T, generator=g).argsort(dim=1)[:, :k]}  # (2, k): distinct frames
+    frames = torch.rand(2, T, generator=g).argsort(dim=1)[:, :k]  # (2, k): distinct frames
+    return {"z": z, "frames": frames, "shift": 2 * torch.rand(2, 2, generator=g) - 1}
 
 
 def with_noise(batch: dict, stream: str) -> dict:
-    """A collated batch of WithNoise with the noise of `stream` in place: "z" (B, ...) and
-    "frames" (2, B, k) (the real videos' frames, then the fakes', as losses.py reads them)."""
+    """A collated batch of WithNoise with the noise of `stream` in place: "z" (B, ...), "frames"
+    (2, B, k) and "shift" (2, B, 2) (the real videos', then the fakes', as losses.py reads them)."""
     noise = batch["noise"][stream]
     return {**{k: v for k, v in batch.items() if k != "noise"}, "z": noise["z"],
-            "frames": noise["frames"].transpose(0, 1)}
+            "frames": noise["frames"].transpose(0, 1), "shift": noise["shift"].transpose(0, 1)}
 
 
 # -----------------------------------------------------------------------------
-# One step over micro-batches and ranks: gradients, spectral norm, batch norm
+# One step over micro-batches and ranks: the batch on the device, the compiled step, gradients,
+# spectral norm, batch norm
+
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    """A collated batch (nested dicts of tensors) on the device; channels_last: its 5D tensors
+    (videos, views, noise maps) in channels_last_3d memory."""
+    def move(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last_3d) if channels_last and t.dim() == 5 else t
+
+    return {k: to_device(v, device, channels_last) if isinstance(v, dict) else move(v) for k, v in batch.items()}
+
+
+def compiled_step(forward, compile: bool, device: torch.device, *nets_and_settings):
+    """forward (train.d_forward or train.g_forward) with its leading arguments bound, as the loop
+    calls it: step(batch). Under --compile, forward is torch.compile'd whole (fullgraph: a graph
+    break is an error, not a silent slow path; dynamic=False: a stage's shapes never change), its
+    backward compiled from the same graph; the optimizer steps and EMA stay eager. Compiled before
+    binding, so each step's forward has its own code and graph (a partial compiled as such would
+    share one wrapper, and the G step would first try the D step's guards). Spectral norm's
+    weights come in ready (spectral_norm_once, below)."""
+    if compile:
+        if device.type == "cuda" and torch.__version__ < "2.14":
+            # Inductor's loop reordering failed on the D step on CUDA with torch 2.11 ("'7 - ((0))' is
+            # not comparable"); kept off through 2.13, unverified on a GPU since
+            torch._inductor.config.loop_ordering_after_fusion = False
+        forward = torch.compile(forward, fullgraph=True, dynamic=False)
+    return functools.partial(forward, *nets_and_settings)
+
 
 @contextlib.contextmanager
 def micro_batch(m: int, n: int, ddp_nets: list, trained: list, others: list):

@@ -1,8 +1,9 @@
 """Everything scored: the FVD ladder, a stage's own scores for training curves, recognizability,
-per-frame statistics and seams (DESIGN.md section 7).
+fine detail, per-frame statistics and seams (DESIGN.md section 7); and the curves of runs' scores.
 
     python evaluate.py --ckpt out/stage1/ckpt.pt out/stage2/ckpt.pt out/stage3/ckpt.pt --n 256
     python evaluate.py --ckpt out/stage3/ckpt.pt --n 256      # one upscaler on real views
+    python evaluate.py curve out/run-a out/run-b --out docs/demo-curve-stage1.png
 
 The ladder scores the chain's last stage against the floors it must beat: real vs real;
 interpolations of lower stages' real views; the upscaling stages on those views, each next to
@@ -18,7 +19,15 @@ whether a stage learned:
   Classification Accuracy Score of Ravuri & Vinyals 2019 does in this direction. Chance is 1/5;
   its accuracy on held-out real videos is the ceiling. Data of other classes skips it.
 A stage that does not beat its own start has learned nothing, whatever it scores against
-trilinear.
+trilinear. Every rung also gives its fine detail, which needs no classes: the energy of the
+highest spatial band (what a 2x2 area view loses) and of the highest temporal band (what keeping
+every other frame loses), each over real videos' (detail_ratios): 1.0 as much as real, below 1
+blurred (an upscaler trained on L1 alone), above 1 wrong or excess texture.
+
+A stage's own rung is scored during training: stage_scores with I3D (train.py --fvd-every,
+minutes on a CPU), quick_scores without (--score-every, seconds: recognizability and detail).
+`curve` plots those records of run folders' log.jsonl against training minutes, one panel per
+measure, one line per run.
 """
 import argparse
 import dataclasses
@@ -35,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 
 import fvd
 from data import StageExamples, SyntheticVideos, open_clips, to_uint8, view
@@ -44,7 +54,9 @@ from videos import STREAMS
 
 FVD_SEED = 2024  # the real clips and the noise scored: a fixed draw, apart from training's seeds
 STAGE_BATCH = 16  # stage_scores' batch: noise is drawn per batch, so it fixes the videos scored
-RECOGNIZER_CLIPS, RECOGNIZER_STEPS, RECOGNIZER_HELDOUT = 1024, 600, 256  # a recognizer's training
+# A recognizer's training: till its held-out accuracy stops rising (demo stage 1, version-3 scenes,
+# 2,048 clips: 0.943 at 600 steps, 0.973 at 1,000, 0.982 at 2,000, 0.988 at 4,000; docs/demo.md)
+RECOGNIZER_CLIPS, RECOGNIZER_STEPS, RECOGNIZER_HELDOUT = 2048, 2000, 256
 RECOGNIZER_VERSION = 1  # bump when ShapeClassifier or its training changes: cached ones retrain
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (x (b, 3, T, H, W) in [-1, 1], y (b,))
@@ -289,6 +301,32 @@ def recognizer(source: str, cfg: StageConfig, cache_dir: str, device: torch.devi
 
 
 # -----------------------------------------------------------------------------
+# Fine detail: the energy of the highest spatial and temporal bands, against real videos'
+
+def detail_energy(x: torch.Tensor) -> torch.Tensor:
+    """Each video's energy in its highest spatial band and in its highest temporal band: x (B, 3,
+    T, H, W) in [-1, 1], H and W even, T >= 3 -> (B, 2) (spatial, temporal), each a mean square
+    over channels, frames and pixels. Spatial: what a 2x2 area view loses, x - nearest-upsample(
+    view(x, 2, 1)) (for a grounded upscaler on its kept frames, exactly the residual it adds to
+    its input). Temporal: the second difference x[t] - (x[t-1] + x[t+1]) / 2 over the interior
+    frames, what keeping every other frame loses (a frame interpolated midway has none)."""
+    x = x.float()
+    means = view(x, 2, 1).repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)  # (B, 3, T, H, W)
+    spatial = (x - means).square().mean(dim=(1, 2, 3, 4))                           # (B,)
+    temporal = (x[:, :, 1:-1] - (x[:, :, :-2] + x[:, :, 2:]) / 2).square().mean(dim=(1, 2, 3, 4))
+    return torch.stack([spatial, temporal], dim=1)                                   # (B, 2)
+
+
+def detail_ratios(made: torch.Tensor, real: torch.Tensor) -> tuple[float, float]:
+    """(spatial, temporal): the mean detail_energy of made videos over that of real ones, from
+    each set's detail_energy (N, 2) and (M, 2); only the means enter, so a set's mean (1, 2) can
+    stand for it. 1.0 is as much fine detail as real videos; an upscaler that blurs (one trained
+    on L1 alone) falls below 1, wrong or excess texture (noise, flicker) lies above."""
+    spatial, temporal = (made.mean(0) / real.mean(0)).tolist()
+    return spatial, temporal
+
+
+# -----------------------------------------------------------------------------
 # The FVD ladder (DESIGN.md section 7): every score next to the floors it must beat
 
 def ladder_rungs(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, batch: int,
@@ -330,16 +368,21 @@ def data_version(source: str) -> int | None:
     return SyntheticVideos.version if source == "synthetic" else None
 
 
+def real_key(source: str, cfg: StageConfig, n: int) -> dict:
+    """What a cache of statistics of n videos at stage cfg's size records of the real data they
+    are drawn from or measured against: its source, the clips and views a stage cuts from it."""
+    return {"real": source if source == "synthetic" else os.path.abspath(source), "n": n,
+            "clip": [cfg.clip_frames, cfg.clip_size, cfg.frame_stride], "view": [cfg.view_s, cfg.view_t],
+            "split": "val", "streams": STREAMS,  # the random streams that draw the clips: new tags, new clips
+            "data": data_version(source)}
+
+
 def video_stats(kind: str, settings: dict, model: fvd.I3D, source: str, cfg: StageConfig, n: int,
                 frames: int, cache_dir: str, videos: Callable[[], Batches]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of I3D features of n videos (batches (x, y)) at stage cfg's size,
     cached in cache_dir under a name and settings that say what they are: `kind` and `settings`
     which videos, the rest the real data, stage, count and frames they are scored at."""
-    settings = {**settings, "real": source if source == "synthetic" else os.path.abspath(source), "n": n,
-                "frames": frames, "clip": [cfg.clip_frames, cfg.clip_size, cfg.frame_stride],
-                "view": [cfg.view_s, cfg.view_t], "split": "val", "weights": model.weights_id,
-                "streams": STREAMS,  # the random streams that draw the clips: new tags, new clips
-                "data": data_version(source)}
+    settings = {**settings, **real_key(source, cfg, n), "frames": frames, "weights": model.weights_id}
     name = f"{kind}-{os.path.basename(os.path.abspath(source))}-{cfg.preset}-stage{cfg.stage}-n{n}-f{frames}.npz"
     mu, sigma, _ = fvd.cached_stats(Path(cache_dir) / name, settings, lambda: fvd.video_features(
         (for_i3d(x, frames) for x, _ in videos()), model, n, progress=True))
@@ -352,6 +395,20 @@ def real_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: in
     with `seed`: FVD_SEED is what everything is scored against, FVD_SEED + 1 the real floor), cached."""
     return video_stats(f"real-seed{seed}", {"seed": seed}, model, source, cfg, n, frames, cache_dir,
                        lambda: real_views(source, cfg, n, batch, seed=seed))
+
+
+def real_detail(source: str, cfg: StageConfig, n: int, batch: int, cache_dir: str,
+                seed: int = FVD_SEED) -> torch.Tensor:
+    """The mean detail_energy (1, 2) of n real videos at stage cfg's size (real_views drawn with
+    `seed`), cached like real_stats (fvd.cached_stats keeps the energies' mean as it keeps I3D
+    features'), keyed also by detail_energy's values on a fixed video: a new measure, a new key."""
+    probe = torch.rand(1, 3, 3, 2, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    measure = [f"{e:.6g}" for e in detail_energy(probe).flatten().tolist()]
+    name = f"detail-real-seed{seed}-{os.path.basename(os.path.abspath(source))}-{cfg.preset}-stage{cfg.stage}-n{n}.npz"
+    settings = {**real_key(source, cfg, n), "seed": seed, "measure": measure}
+    mean, _, _ = fvd.cached_stats(Path(cache_dir) / name, settings, lambda: torch.cat(
+        [detail_energy(x) for x, _ in real_views(source, cfg, n, batch, seed=seed)]).numpy())
+    return torch.from_numpy(mean).float()[None]  # (1, 2)
 
 
 def start_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: int, batch: int,
@@ -369,16 +426,17 @@ def start_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: i
 
 
 def score(videos: Batches, model: fvd.I3D, n: int, frames: int, real: tuple[np.ndarray, np.ndarray],
-          classifier: ShapeClassifier | None = None) -> tuple[float, float, float, float, float | None]:
+          classifier: ShapeClassifier | None = None
+          ) -> tuple[float, float, float, float, float | None, torch.Tensor]:
     """(FVD of the videos (batches of (x (b, 3, T, H, W) in [-1, 1], y (b,))) against real (mean,
     covariance), frame 0's change to frame 1 and its sharpness, each over the video's mean: 1.0 =
-    no start-up transient, pair_cadence: 1.0 = none, and the classifier's recognizability of the
-    videos as their classes y, None without a classifier)."""
-    change, sharpness, hits = [], [], []
+    no start-up transient, pair_cadence: 1.0 = none, the classifier's recognizability of the
+    videos as their classes y (None without a classifier), and their detail_energy (n, 2))."""
+    change, sharpness, hits, energies = [], [], [], []
 
-    def scored(x, y):  # -> uint8 for I3D, with frame statistics and recognition on the way
+    def scored(x, y):  # -> uint8 for I3D, with frame statistics, recognition and detail on the way
         c, s = frame_stats(x)
-        change.append(c), sharpness.append(s)
+        change.append(c), sharpness.append(s), energies.append(detail_energy(x))
         if classifier is not None:
             hits.append(recognized(classifier, x, y))
         return for_i3d(x, frames)
@@ -387,24 +445,29 @@ def score(videos: Batches, model: fvd.I3D, n: int, frames: int, real: tuple[np.n
     recognizable = torch.cat(hits).float().mean().item() if hits else None
     return (fvd.frechet_distance(*real, *fvd.feature_stats(feats)),
             (change[0] / change.mean()).item(), (sharpness[0] / sharpness.mean()).item(), pair_cadence(change),
-            recognizable)
+            recognizable, torch.cat(energies))
+
+
+Rung = tuple[str, float, float | None, float, float, float, float, float]  # a ladder row: see ladder()
 
 
 def ladder(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, frames: int,
            batch: int, device: torch.device, cache_dir: str, model: fvd.I3D,
-           classifier: ShapeClassifier | None = None) -> list[tuple[str, float, float | None, float, float, float]]:
+           classifier: ShapeClassifier | None = None) -> list[Rung]:
     """[(rung, FVD against n real videos at the chain's last stage, recognizability by the
-    classifier (None without one), frame-0 change ratio, frame-0 sharpness ratio, pair cadence)]
-    for every rung of ladder_rungs, in order."""
+    classifier (None without one), spatial and temporal detail ratios against the same real
+    videos (detail_ratios), frame-0 change ratio, frame-0 sharpness ratio, pair cadence)] for
+    every rung of ladder_rungs, in order."""
     cfg = chain[-1][0]
     print(f"FVD ladder at stage {cfg.stage} of {cfg.preset} ({cfg.video_frames}@{cfg.out_size}), "
           f"{n} vs {n} videos, first {frames} frames", file=sys.stderr)
     real = real_stats(model, source, cfg, n, frames, batch, cache_dir)
+    real_energy = real_detail(source, cfg, n, batch, cache_dir)
     scores = []
     for name, videos in ladder_rungs(chain, source, n, batch, device):
         print(name, file=sys.stderr)
-        v, change0, sharp0, pairs, recognizable = score(videos(), model, n, frames, real, classifier)
-        scores.append((name, v, recognizable, change0, sharp0, pairs))
+        v, change0, sharp0, pairs, recognizable, energies = score(videos(), model, n, frames, real, classifier)
+        scores.append((name, v, recognizable, *detail_ratios(energies, real_energy), change0, sharp0, pairs))
     return scores
 
 
@@ -422,8 +485,9 @@ def stage_scores(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, devi
     stage on real views of its input, against n real videos at the stage's size. {"fvd": its FVD,
     "start": the untrained stage's, "real": real vs real (another draw), "headroom":
     headroom_closed, "recognizability": by a recognizer (n_train clips, `steps`), None where the
-    data has no classes it knows}. The start, the floor and the recognizer are fixed for a cfg:
-    cached in cache_dir, computed at the first call."""
+    data has no classes it knows, "detail_s", "detail_t": detail_ratios against the real videos}.
+    The start, the floor, the real detail and the recognizer are fixed for a cfg: cached in
+    cache_dir, computed at the first call."""
     model = fvd.load_i3d().to(device)
     real = real_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir)
     floor = fvd.frechet_distance(*real, *real_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir,
@@ -431,10 +495,29 @@ def stage_scores(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, devi
     start = fvd.frechet_distance(*real, *start_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir, device))
     n_train, steps = n_train or RECOGNIZER_CLIPS, steps or RECOGNIZER_STEPS  # read at the call: tests lower them
     classifier = recognizer(source, cfg, cache_dir, device, n_train, steps)[0] if has_classes(source, cfg) else None
-    trained, *_, recognizable = score(stage_videos([(cfg, G)], source, n, STAGE_BATCH, device), model, n,
-                                      frames, real, classifier)
+    trained, *_, recognizable, energies = score(stage_videos([(cfg, G)], source, n, STAGE_BATCH, device), model,
+                                                n, frames, real, classifier)
+    detail_s, detail_t = detail_ratios(energies, real_detail(source, cfg, n, STAGE_BATCH, cache_dir))
     return {"fvd": trained, "start": start, "real": floor, "headroom": headroom_closed(start, trained, floor),
-            "recognizability": recognizable}
+            "recognizability": recognizable, "detail_s": detail_s, "detail_t": detail_t}
+
+
+def quick_scores(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device: torch.device,
+                 cache_dir: str) -> dict:
+    """stage_scores without I3D, seconds on a CPU, for training curves (train.py's --score-every):
+    the same n videos (stage_videos) scored by the same cached recognizer and against the same
+    cached real detail. {"recognizability": None where the data has no classes it knows,
+    "detail_s", "detail_t"}."""
+    classifier = (recognizer(source, cfg, cache_dir, device, RECOGNIZER_CLIPS, RECOGNIZER_STEPS)[0]
+                  if has_classes(source, cfg) else None)  # the constants read at the call: tests lower them
+    hits, energies = [], []
+    for x, y in stage_videos([(cfg, G)], source, n, STAGE_BATCH, device):
+        energies.append(detail_energy(x))
+        if classifier is not None:
+            hits.append(recognized(classifier, x, y))
+    detail_s, detail_t = detail_ratios(torch.cat(energies), real_detail(source, cfg, n, STAGE_BATCH, cache_dir))
+    return {"recognizability": torch.cat(hits).float().mean().item() if hits else None,
+            "detail_s": detail_s, "detail_t": detail_t}
 
 
 def stage_fvd(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device: torch.device,
@@ -446,15 +529,15 @@ def stage_fvd(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device:
     return score(stage_videos([(cfg, G)], source, n, STAGE_BATCH, device), model, n, frames, real)[0]
 
 
-def ladder_table(scores: list[tuple[str, float, float | None, float, float, float]], cfg: StageConfig,
-                 heldout: float | None = None) -> str:
+def ladder_table(scores: list[Rung], cfg: StageConfig, heldout: float | None = None) -> str:
     """The ladder as a Markdown table. Each rung made from real views of some size is also given
     as a ratio to trilinear upsampling of the same views, its floor; the chain from noise to
     trilinear of the lowest views (the stage-1 size) as the issue's aim. Each rung of stages with
     a start (the same stages untrained on the same views, or the chain untrained from noise) is
     also given as a ratio to it, below 1.00 is what training earned, and as the headroom closed
     from it towards real vs real. Given the recognizer's accuracy on held-out real videos
-    (`heldout`), a column of recognizability; without, none."""
+    (`heldout`), a column of recognizability; without, none. The detail ratios share a column,
+    spatial / temporal."""
     def views(name):  # "16@16 views" of "... of real 16@16 views", "... on real 16@16 views"
         return name.split(" real ")[-1] if " real " in name else None
     floors = {views(name): v for name, v, *_ in scores if name.startswith("trilinear x")}
@@ -464,9 +547,10 @@ def ladder_table(scores: list[tuple[str, float, float | None, float, float, floa
     recognition = ([f"recognizability (held-out real {heldout:.2f}, chance {1 / SyntheticVideos.num_classes:.2f})"]
                    if heldout is not None else [])
     header = [f"stage {cfg.stage} of {cfg.preset}", "FVD", "/ its trilinear floor", "/ its start", "headroom closed",
-              *recognition, "frame 0 change", "frame 0 sharpness", "change within / across frame pairs"]
+              *recognition, "detail / real: space / time", "frame 0 change", "frame 0 sharpness",
+              "change within / across frame pairs"]
     rows = [header, ["---"] * len(header)]
-    for name, v, recognizable, change0, sharp0, pairs in scores:
+    for name, v, recognizable, detail_s, detail_t, change0, sharp0, pairs in scores:
         floor = floors.get(views(name), lowest if name.startswith("full chain") else None)
         ratio = f"{v / floor:.2f}" if floor and not name.startswith(("trilinear", "real vs real")) else ""
         start = starts.get(name.replace(" untrained", ""))  # an untrained rung is its own start
@@ -474,7 +558,7 @@ def ladder_table(scores: list[tuple[str, float, float | None, float, float, floa
         rows.append([name, f"{v:.1f}", ratio, f"{v / start:.2f}" if start else "",
                      "" if math.isnan(headroom) else f"{headroom:.2f}",
                      *([f"{recognizable:.2f}" if recognizable is not None else ""] if recognition else []),
-                     f"{change0:.2f}", f"{sharp0:.2f}", f"{pairs:.2f}"])
+                     f"{detail_s:.2f} / {detail_t:.2f}", f"{change0:.2f}", f"{sharp0:.2f}", f"{pairs:.2f}"])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
@@ -515,7 +599,134 @@ def seam_error(x: torch.Tensor, seams: list[int]) -> float:
     return (diff[at_seam].mean() / diff[~at_seam].mean()).item()
 
 
-def main(argv: list[str] | None = None) -> list[tuple[str, float, float | None, float, float, float]]:
+# -----------------------------------------------------------------------------
+# Training curves: the scores in run folders' log.jsonl against training minutes, drawn with Pillow
+
+CURVES = [("headroom", "headroom closed (FVD): 0 its start, 1 real", [0.0, 1.0]),
+          ("recognizability", f"recognizability: chance {1 / SyntheticVideos.num_classes:.2f}",
+           [1 / SyntheticVideos.num_classes]),
+          ("detail_s", "spatial detail / real", [1.0]), ("detail_t", "temporal detail / real", [1.0])]
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]  # study.py's
+PANEL_W, PANEL_H, LEGEND_H = 480, 300, 64  # a curve image: 2 x 2 panels above a legend
+
+
+def get_curve_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="evaluate.py curve",
+                                description="Plot training runs' scores (train.py's --fvd-every and --score-every "
+                                            "records in log.jsonl) against their training minutes.")
+    p.add_argument("runs", nargs="+", help="run folders (train.py's --out), each with its log.jsonl")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    return p.parse_args(argv)
+
+
+def training_minutes(records: list[dict]) -> list[float | None]:
+    """The minutes of training at each record of a log.jsonl, in log order: the sum over its status
+    records (those with "s_per_it", the seconds of a step without the bookkeeping) of s_per_it
+    times the steps since the status record before (since step 0 for the first); a record between
+    two status records at the later one's s_per_it from the earlier's minutes (the line between
+    them), one after the last at the last's. Steps repeated by a run resumed from an earlier
+    checkpoint add nothing. None everywhere in a log without a status record."""
+    rates = [r["s_per_it"] for r in records if "s_per_it" in r]
+    if not rates:
+        return [None] * len(records)
+    minutes, done, step, k = [], 0.0, 0, 0  # done: the minutes at `step`, the highest status step yet; k: those passed
+    for r in records:
+        at = done + rates[min(k, len(rates) - 1)] * max(r["step"] - step, 0) / 60
+        if "s_per_it" in r:
+            done, step, k = at, max(step, r["step"]), k + 1
+        minutes.append(at)
+    return minutes
+
+
+def ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round numbers 1, 2 or 5 times a power of ten apart, at most `count` steps of them from at
+    or below lo to at or above hi (lo < hi): an axis's ticks, its first and last its ends."""
+    raw = (hi - lo) / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return [round(k * step, 12) for k in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
+
+
+def curve_image(runs: list[tuple[str, list[dict]]]) -> Image.Image:
+    """Each measure of CURVES in its panel, against training minutes (training_minutes), one
+    line per run (name, its log's records) in COLOURS, with numbered ticks, the measure's
+    reference values as dashed grey lines, and a legend of the runs beneath. Records whose value
+    is None (no headroom to close; no classes to recognize) are left out."""
+    font = ImageFont.load_default(size=13)
+    img = Image.new("RGB", (2 * PANEL_W, 2 * PANEL_H + LEGEND_H), "white")
+    draw = ImageDraw.Draw(img)
+    at = [training_minutes(records) for _, records in runs]
+    x_ticks = ticks(0.0, max([m for ms in at for m in ms if m is not None] + [1.0]))
+    for p, (key, title, references) in enumerate(CURVES):
+        left, top = (p % 2) * PANEL_W, (p // 2) * PANEL_H
+        x0, y0, x1, y1 = left + 60, top + 30, left + PANEL_W - 20, top + PANEL_H - 46  # the plot area
+        lines = [[(m, r[key]) for m, r in zip(minutes, records) if m is not None and r.get(key) is not None]
+                 for minutes, (_, records) in zip(at, runs)]
+        values = [v for line in lines for _, v in line] + references
+        lo, hi = min(values), max(values)
+        y_ticks = ticks(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)) if hi > lo else ticks(lo - 0.5, hi + 0.5)
+
+        def xy(m, v):  # (minutes, value) -> pixels
+            return (x0 + (m - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * (x1 - x0),
+                    y1 - (v - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]) * (y1 - y0))
+        draw.text((x0, top + 8), title, fill="black", font=font)
+        draw.rectangle((x0, y0, x1, y1), outline="black")
+        for m in x_ticks:
+            x = xy(m, y_ticks[0])[0]
+            draw.line((x, y1, x, y1 + 4), fill="black")
+            draw.text((x, y1 + 6), f"{m:g}", fill="black", font=font, anchor="mt")
+        for v in y_ticks:
+            y = xy(x_ticks[0], v)[1]
+            draw.line((x0 - 4, y, x0, y), fill="black")
+            draw.text((x0 - 6, y), f"{v:g}", fill="black", font=font, anchor="rm")
+        draw.text(((x0 + x1) / 2, y1 + 24), "training minutes", fill="black", font=font, anchor="mt")
+        for v in references:  # dashed: 6 pixels drawn, 4 left out
+            y = xy(x_ticks[0], v)[1]
+            for x in range(x0, x1, 10):
+                draw.line((x, y, min(x + 6, x1), y), fill="grey")
+        for k, line in enumerate(lines):
+            points = [xy(m, v) for m, v in line]
+            colour = COLOURS[k % len(COLOURS)]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=2)
+            for px, py in points if len(points) <= 40 else []:  # few scores: each one marked
+                draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=colour)
+        if not any(lines):
+            draw.text(((x0 + x1) / 2, (y0 + y1) / 2), "no records", fill="grey", font=font, anchor="mm")
+    x, y = 60, 2 * PANEL_H + 8
+    for k, (name, _) in enumerate(runs):  # the legend, in rows
+        width = 22 + draw.textlength(name, font=font) + 24
+        if x + width > img.width and x > 60:
+            x, y = 60, y + 20
+        draw.rectangle((x, y + 3, x + 14, y + 13), fill=COLOURS[k % len(COLOURS)])
+        draw.text((x + 20, y), name, fill="black", font=font)
+        x += width
+    return img
+
+
+def curves(argv: list[str]) -> Path:
+    """`evaluate.py curve RUN [RUN ...] --out PNG`: the curve image of the runs (each labelled by
+    its folder's name, by the path given where two names are the same), written to --out."""
+    args = get_curve_args(argv)
+    names = [Path(run).resolve().name for run in args.runs]
+    names = names if len(set(names)) == len(names) else args.runs
+    runs = []
+    for name, run in zip(names, args.runs):
+        with open(Path(run) / "log.jsonl") as f:
+            runs.append((name, [json.loads(line) for line in f if line.strip()]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    curve_image(runs).save(out)
+    print(f"wrote {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[Rung] | Path:
+    """The ladder of --ckpt's chain, printed as a table: its rows; or with `curve` first, the
+    curve image of run folders (curves): its path."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["curve"]:
+        return curves(argv[1:])
     args = get_args(argv)
     if args.n < 1:
         raise ValueError("--n must be at least 1")

@@ -48,6 +48,8 @@ class StageConfig:
     d_ch: int | None = None       # the Ds' base width (d_mults multiply it); None: ch, as G's
     d_pool: str = "mean"          # how the Ds' heads pool features over pixels and frames: "mean" or "sum"
     crop: int | None = None       # stages >= 2: train on crop x crop patches of the window; None: whole frames
+    g1_margin: int | None = None  # stage 1: frames G1 makes and drops each side; None: its convs' radius (G1.margin)
+    d_classify: bool = False      # D_s and D_t also classify what they see (AC-GAN's auxiliary head, --aux-class)
 
     @property
     def out_frames(self) -> int:
@@ -118,7 +120,7 @@ PRESETS: dict[str, list[StageConfig]] = {
     ],
     "demo": [
         StageConfig("demo", 1, 32, 64, view_s=4, view_t=4, window=None, ch=16,
-                    g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=32, d_frames=4),
+                    g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=32, d_frames=4, g1_margin=1),
         StageConfig("demo", 2, 32, 64, view_s=2, view_t=2, window=8, ch=16,
                     g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=4, d_frames=4, crop=16),
         StageConfig("demo", 3, 32, 64, view_s=1, view_t=1, window=8, ch=8,
@@ -390,7 +392,7 @@ class G1(nn.Module):
         assert 4 * 2 ** n_blocks == cfg.out_size and len(cfg.g_mults) == n_blocks + 1, \
             f"G1 needs out_size = 4 * 2^k and k+1 g_mults, got {cfg.out_size}, {cfg.g_mults}"
         chs = [cfg.ch * m for m in cfg.g_mults]
-        self.z_dim, self.base_ch, self.n_blocks = cfg.z_dim, chs[0], n_blocks
+        self.z_dim, self.base_ch, self.n_blocks, self.g1_margin = cfg.z_dim, chs[0], n_blocks, cfg.g1_margin
         self.embed = nn.Embedding(cfg.classes, cfg.z_dim)
         self.gru = GRU(cfg.z_dim)
         self.linear = sn(nn.Linear(cfg.z_dim, chs[0] * 4 * 4))
@@ -405,8 +407,11 @@ class G1(nn.Module):
 
     @property
     def margin(self) -> int:
-        """Frames made and dropped on each side: the temporal radius of the 3D convs."""
-        return sum(block.time_radius for block in self.blocks) + self.out.kernel_size[0] // 2
+        """Frames made and dropped on each side: the temporal radius of the 3D convs, so that no
+        kept frame sees their zero padding; or cfg.g1_margin, a measured trade (the demo keeps
+        8 frames: a full margin of 5 makes 18, and the convs' cost grows with them)."""
+        full = sum(block.time_radius for block in self.blocks) + self.out.kernel_size[0] // 2
+        return full if self.g1_margin is None else self.g1_margin
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B, T, _ = z.shape
@@ -577,12 +582,17 @@ def fake_batch(G, cfg: StageConfig, batch: dict) -> torch.Tensor:
 # Discriminators: ResNets with a projection head on y (Miyato & Koyama 2018)
 
 class ProjectionHead(nn.Module):
-    """score = linear(h) + <embed(y), h> for pooled features h (N, C)."""
+    """score = linear(h) + <embed(y), h> for pooled features h (N, C). With classify, also an
+    auxiliary classifier of the same features, classify(h) -> (N, classes) logits (AC-GAN,
+    Odena et al. 2017; beside the projection as in ReACGAN), which --aux-class trains."""
 
-    def __init__(self, ch: int, classes: int):
+    def __init__(self, ch: int, classes: int, classify: bool = False):
         super().__init__()
         self.linear = sn(nn.Linear(ch, 1))
         self.embed = sn(nn.Embedding(classes, ch))
+        # Without spectral norm: on the mean-pooled features of a spectrally normed trunk a
+        # normed head's logits stay within a fraction of 1, and its cross-entropy at ln(classes).
+        self.classify = nn.Linear(ch, classes) if classify else None
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)  # (N,)
@@ -611,11 +621,13 @@ class SpatialD(nn.Module):
         self.blocks = nn.ModuleList(
             DBlock(2, 3 if i == 0 else chs[i - 1], chs[i], (2, 2) if i < n - 1 else (1, 1), preact=i > 0)
             for i in range(n))
-        self.head = ProjectionHead(chs[-1], cfg.classes)
+        self.head = ProjectionHead(chs[-1], cfg.classes, cfg.d_classify)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, frames: torch.Tensor | None = None,
+                classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """frames (B, k): which frames of each video to score (train.py draws them per example);
-        None: k distinct frames drawn here."""
+        None: k distinct frames drawn here. classes: also the class logits (B, classes), the
+        mean of the k frames' (cfg.d_classify)."""
         B, C, T, H, W = x.shape
         k = min(self.k, T)
         idx = torch.rand(B, T, device=x.device).argsort(dim=1)[:, :k] if frames is None else frames  # (B, k)
@@ -624,12 +636,14 @@ class SpatialD(nn.Module):
         for block in self.blocks:
             h = block(h)
         h = head_pool(F.relu(h), (2, 3), self.pool)                               # (B*k, C')
-        return head_pool(self.head(h, y.repeat_interleave(k)).view(B, k), (1,), self.pool)  # (B,)
+        score = head_pool(self.head(h, y.repeat_interleave(k)).view(B, k), (1,), self.pool)  # (B,)
+        return (score, self.head.classify(h).view(B, k, -1).mean(1)) if classes else score
 
 
 class TemporalD(nn.Module):
     """D_t: the whole clip/window, 2x average-pooled in space, through a 3D ResNet (the first two
-    DBlocks also halve time, as in DVD-GAN). x (B, in_ch, T, H, W) -> (B,)."""
+    DBlocks also halve time, as in DVD-GAN). x (B, in_ch, T, H, W) -> (B,); with classes, also the
+    class logits (B, classes) (cfg.d_classify)."""
 
     def __init__(self, cfg: StageConfig, in_ch: int = 3):
         super().__init__()
@@ -641,17 +655,19 @@ class TemporalD(nn.Module):
             DBlock(3, in_ch if i == 0 else chs[i - 1], chs[i],
                    (2 if i < 2 else 1, *((2, 2) if i < n - 1 else (1, 1))), preact=i > 0)
             for i in range(n))
-        self.head = ProjectionHead(chs[-1], cfg.classes)
+        self.head = ProjectionHead(chs[-1], cfg.classes, cfg.d_classify)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.score(F.avg_pool3d(x, (1, 2, 2)), y)       # x pooled: (B, C, T, H/2, W/2)
+    def forward(self, x: torch.Tensor, y: torch.Tensor,
+                classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.score(F.avg_pool3d(x, (1, 2, 2)), y, classes)  # x pooled: (B, C, T, H/2, W/2)
 
-    def score(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def score(self, h: torch.Tensor, y: torch.Tensor,
+              classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The 3D ResNet and head on an input at half the clip's size, (B, in_ch, T, H/2, W/2)."""
         for block in self.blocks:
             h = block(h)
         h = head_pool(F.relu(h), (2, 3, 4), self.pool)          # (B, C')
-        return self.head(h, y)                                  # (B,)
+        return (self.head(h, y), self.head.classify(h)) if classes else self.head(h, y)  # (B,), (B, classes)
 
 
 class MatchingD(TemporalD):
@@ -664,7 +680,7 @@ class MatchingD(TemporalD):
     frame (DESIGN.md section 3). As cheap as D_t but for its first conv's input channels."""
 
     def __init__(self, cfg: StageConfig):
-        super().__init__(cfg, in_ch=15)
+        super().__init__(replace(cfg, d_classify=False), in_ch=15)  # its question is the match, not the class
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B, C, T, H, W = x.shape

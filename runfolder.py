@@ -289,6 +289,24 @@ class Status:
             self.append({"step": step, "grounding_error": round(err, 5)})
         print(f"wrote {path}" + (f" | grounding error {err:.4f}" if err is not None else ""), flush=True)
 
+    def fvd(self, step: int, s: dict, n: int, seconds: float) -> None:
+        """Report and log the stage's rung of the ladder (evaluate.stage_scores, on n videos, in
+        `seconds`): G_ema's FVD, its start's, the real floor's, the headroom closed, recognizability."""
+        headroom = None if math.isnan(s["headroom"]) else round(s["headroom"], 3)
+        recognized = None if s["recognizability"] is None else round(s["recognizability"], 3)
+        self.append({"step": step, "fvd": round(s["fvd"], 2), "fvd_start": round(s["start"], 2),
+                     "fvd_real": round(s["real"], 2), "headroom": headroom, "recognizability": recognized,
+                     "fvd_n": n, "fvd_s": round(seconds, 2)})
+        print(f"step {step} | FVD {s['fvd']:.1f} (start {s['start']:.1f}, real {s['real']:.1f}: headroom closed "
+              f"{headroom}) | recognizability {recognized} ({n} videos)", flush=True)
+
+    def scores(self, step: int, s: dict, n: int, seconds: float) -> None:
+        """Report and log evaluate.quick_scores' scores of G_ema (on n videos, in `seconds`)."""
+        self.append({"step": step, **{k: None if v is None else round(v, 3) for k, v in s.items()},
+                     "score_n": n, "score_s": round(seconds, 2)})
+        print(f"step {step} | " + " | ".join(f"{k} {v if v is None else round(v, 3)}" for k, v in s.items()),
+              flush=True)
+
     def append(self, record: dict) -> None:
         with open(self.log_path, "a") as f:
             f.write(json.dumps(record) + "\n")

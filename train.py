@@ -9,20 +9,17 @@ window, so every stage trains on real data alone: in any order, even at the same
     python train.py --stage 1 --data PREPARED     # videos prepare.py made (or a folder of videos)
     torchrun --nproc_per_node=K train.py --stage N   # data-parallel (gloo on CPU, nccl on GPU)
 
-This file holds the flags, building a stage and the loop; the objective is losses.py's. Under
-torchrun, K processes x --batch-size x --grad-accum micro-batches make one batch, and any split
-of it trains what one process at the whole batch trains (distributed.py, docs/scaling.md).
-Outputs in --out (default out/stageN; runfolder.py): ckpt.pt (rerunning the same command
-resumes), config.json, log.jsonl, samples/*.gif. SIGINT, SIGTERM or SIGUSR1 end a run at the
-next step with a checkpoint (exit code 0).
+This file holds the flags, a stage's run (Run), the loop and its bookkeeping; the objective is
+losses.py's, and any split of a batch over processes and micro-batches trains what one process
+at the whole batch trains (distributed.py). Outputs in --out (runfolder.py): ckpt.pt (rerunning
+the same command resumes), config.json, log.jsonl, samples/*.gif. SIGINT, SIGTERM or SIGUSR1 end
+a run at the next step with a checkpoint (exit code 0). Each flag's why: docs/training.md.
 """
 import argparse
 import contextlib
 import copy
 import datetime
-import functools
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, fields
@@ -31,22 +28,22 @@ import torch
 
 import distributed
 from data import StageExamples, open_clips
-from distributed import StepSampler, WithNoise, cross_replica_bn, micro_batch, with_noise
-from evaluate import stage_scores
+from distributed import StepSampler, WithNoise, compiled_step, cross_replica_bn, micro_batch, to_device, with_noise
+from evaluate import quick_scores, stage_scores
 from losses import LAMBDA_M, LAMBDA_REC, d_loss, g_loss
 from models import PRESETS, Gup, StageConfig, build_stage, fake_batch, stage_config
-from runfolder import (CheckpointWriteError, Every, FolderInUse, Status, TrainingDiverged, atomic_file, init_generator,
-                       lock_folder, quiet_worker, restore_state, save_checkpoint, stop_on_signals, train_state)
+from runfolder import (CheckpointWriteError, Every, FolderInUse, Status, Stop, TrainingDiverged, atomic_file,
+                       init_generator, lock_folder, quiet_worker, restore_state, save_checkpoint, stop_on_signals,
+                       train_state)
 from sample import fixed_inputs, write_samples
 from videos import Clips
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a stage trains by default: what the optimiser and loss flags fall back to. The
-    defaults are DVD-GAN's (BigGAN's Adam, 2 D steps, EMA 0.999), made for batches of 512 over
-    100k+ steps; a preset for a CPU has its own row in RECIPES, found by measurement
-    (docs/demo.md)."""
+    """How a stage trains by default: what the optimiser and loss flags fall back to. DVD-GAN's
+    (BigGAN's Adam, 2 D steps, EMA 0.999), made for batches of 512 over 100k+ steps; a preset for
+    a CPU has its own row in RECIPES, found by measurement (docs/demo.md)."""
     batch_size: int | None = None         # None: 32 on a GPU, 2 on a CPU
     max_iters: int = 200_000
     lr_g: float = 1e-4
@@ -55,12 +52,15 @@ class Recipe:
     d_steps: int = 2
     ema: float = 0.999
     lambda_rec: float = LAMBDA_REC        # upscalers' L1 term
+    r1: float = 0.0                       # R1's gamma on the Ds (0: none, as DVD-GAN)
+    augment: bool = False                 # DiffAugment's translation of what D_s and D_t see
+    aux_class: float = 0.0                # weight of the Ds' auxiliary class head (0: none, as DVD-GAN)
 
 
 # A preset without a row trains every stage with Recipe(). The demo's steps are those of its
-# chain in checkpoints/: what 12, 10 and 10 minutes gave on a 2-core CPU (docs/demo.md).
+# chain in checkpoints/: what 57, 10 and 10 minutes gave on a 2-core CPU (docs/demo.md).
 RECIPES: dict[str, list[Recipe]] = {
-    "demo": [Recipe(batch_size=16, max_iters=962, lr_g=5e-4, lr_d=5e-4, d_steps=1),
+    "demo": [Recipe(batch_size=16, max_iters=5051, lr_g=5e-4, lr_d=5e-4, d_steps=1),
              Recipe(batch_size=16, max_iters=421, lr_g=5e-4, lr_d=5e-4, d_steps=1),
              Recipe(batch_size=16, max_iters=144, lr_g=5e-4, lr_d=5e-4, d_steps=1)],
 }
@@ -72,86 +72,54 @@ CKPT_SECONDS = 600       # a checkpoint at least this often
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Each flag's why: docs/training.md.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    recipe = "(default: the preset's recipe, train.RECIPES; else %s)"
     p.add_argument("--stage", type=int, default=1, help="which stage to train (1-based)")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help=f"row of the preset table (default: ssw-128 on a GPU, {CPU_PRESET} on a CPU)")
-    p.add_argument("--data", default="synthetic",
-                   help="'synthetic' (built-in bouncing shapes), a folder prepare.py wrote, or a folder of videos")
-    p.add_argument("--out", default=None, help="output folder (default out/stageN)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="videos per D and per G step, per process and micro-batch (default: the preset's "
-                        "recipe, else 32 on a GPU and 2 on a CPU)")
-    p.add_argument("--grad-accum", type=int, default=1,
-                   help="micro-batches per D and per G step: the batch is processes x batch-size x this")
-    p.add_argument("--sync-bn", action="store_true",
-                   help="under DDP, G's batch norm normalises over the whole batch of all processes "
-                        "(cross-replica BN, as DVD-GAN and BigGAN); else over each process's micro-batch")
-    p.add_argument("--ddp-timeout", type=float, default=1800,
-                   help="under DDP, seconds a collective waits for the other ranks before the job "
-                        "exits with an error (a dead or hung rank); rank 0 alone runs samples, FVD and "
-                        "checkpoints meanwhile, so keep it above their time")
-    p.add_argument("--max-iters", type=int, default=None,
-                   help="G steps to train for (default: the preset's recipe, train.RECIPES; else 200,000)")
-    p.add_argument("--window", type=int, default=None, help="stages >= 2: output frames per window (even)")
-    p.add_argument("--frame-stride", type=int, default=None,
-                   help="source frames between two clip frames (default: the preset's, 1); with data "
-                        "prepared at 25 fps, 2 makes a 100-frame clip span 8 s; recorded in the checkpoint")
-    recipe = "(default: the preset's recipe, train.RECIPES; DVD-GAN's: %s)"
-    p.add_argument("--lr-g", type=float, default=None, help="Adam learning rate of G " + recipe % Recipe.lr_g)
-    p.add_argument("--lr-d", type=float, default=None, help="Adam learning rate of the Ds " + recipe % Recipe.lr_d)
-    p.add_argument("--beta1", type=float, default=None, help="Adam's beta1 for G and the Ds " + recipe % Recipe.beta1)
-    p.add_argument("--d-steps", type=int, default=None, help="D steps per G step " + recipe % Recipe.d_steps)
-    p.add_argument("--ema", type=float, default=None,
-                   help="decay of G_ema, warmed up over the first steps " + recipe % Recipe.ema)
+    p.add_argument("--preset", choices=sorted(PRESETS), help=f"preset row (default: ssw-128; {CPU_PRESET} on a CPU)")
+    p.add_argument("--data", default="synthetic", help="'synthetic', a folder prepare.py wrote or a folder of videos")
+    p.add_argument("--out", help="output folder (default out/stageN)")
+    p.add_argument("--batch-size", type=int, help="videos per process and micro-batch " + recipe % "32, or 2 on a CPU")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per D and per G step")
+    p.add_argument("--sync-bn", action="store_true", help="under DDP, G's batch norm over all processes' batch")
+    p.add_argument("--ddp-timeout", type=float, default=1800, help="under DDP, seconds to wait for a dead or hung rank")
+    p.add_argument("--max-iters", type=int, help="G steps to train for " + recipe % Recipe.max_iters)
+    p.add_argument("--window", type=int, help="stages >= 2: output frames per window (even)")
+    p.add_argument("--frame-stride", type=int, help="source frames between two clip frames (default: the preset's, 1)")
+    p.add_argument("--lr-g", type=float, help="Adam learning rate of G " + recipe % Recipe.lr_g)
+    p.add_argument("--lr-d", type=float, help="Adam learning rate of the Ds " + recipe % Recipe.lr_d)
+    p.add_argument("--beta1", type=float, help="Adam's beta1 for G and the Ds " + recipe % Recipe.beta1)
+    p.add_argument("--d-steps", type=int, help="D steps per G step " + recipe % Recipe.d_steps)
+    p.add_argument("--ema", type=float, help="decay of G_ema, warmed up over the first steps " + recipe % Recipe.ema)
     p.add_argument("--adversarial", action=argparse.BooleanOptionalAction, default=True,
-                   help="stages >= 2: --no-adversarial trains G on the L1 term alone, with no D built or "
-                        "stepped: the baseline the adversarial game must beat, and ESRGAN's pre-training")
-    p.add_argument("--init-g", default=None,
-                   help="stages >= 2: a checkpoint of the same stage whose G and G_ema start this run "
-                        "(ESRGAN's recipe: an L1-trained start, then the game); ignored when resuming")
-    p.add_argument("--crop", type=int, default=None,
-                   help="stages >= 2: train on crop x crop patches of each window (default: the preset's); "
-                        "sampling still makes whole frames; recorded in the checkpoint")
-    p.add_argument("--context", type=int, default=None,
-                   help="stages >= 2: conditioning frames of context each side of a training window, "
-                        "as the sampler's overlap gives (default: the stage's receptive radius R; "
-                        "0 trains on the window's conditioning alone)")
+                   help="stages >= 2: --no-adversarial trains G on the L1 term alone, with no D built")
+    p.add_argument("--init-g", help="stages >= 2: a checkpoint of this stage to start G and G_ema from (not on resume)")
+    p.add_argument("--crop", type=int, help="stages >= 2: train on crop x crop patches (default: the preset's)")
+    p.add_argument("--context", type=int, help="stages >= 2: frames of c's context each side of a window (default: R)")
     p.add_argument("--grounded", action=argparse.BooleanOptionalAction, default=True,
-                   help="stages >= 2: project Gup's output onto the videos whose view(x, 2, 2) is its "
-                        "conditioning (models.ground), so it is grounded by construction; "
-                        "--no-grounded leaves that to D_m alone, as the paper does")
-    p.add_argument("--d-ch", type=int, default=None, help="base channel width of D_s, D_t and D_m (default: the "
-                                                          "preset's, G's width); recorded in the checkpoint")
-    p.add_argument("--d-pool", default="mean", choices=["mean", "sum"],
-                   help="how the Ds' heads pool over pixels and frames: mean, or sum as BigGAN/DVD-GAN "
-                        "(under a sum, Ds trained against an upscaler's start stay at chance); recorded in the checkpoint")
-    p.add_argument("--lambda-m", type=float, default=LAMBDA_M,
-                   help="weight of the matching discriminator D_m (stages >= 2); 0 removes D_m")
-    p.add_argument("--lambda-rec", type=float, default=None,
-                   help="stages >= 2: weight of the L1 distance between G's window and the real one in "
-                        "the G step (pix2pix's reconstruction term); 0: the paper's adversarial G alone "
-                        + recipe % Recipe.lambda_rec)
-    p.add_argument("--mismatch-negatives", action="store_true",
-                   help="D_m also sees real windows paired with another video's view, as fakes")
+                   help="stages >= 2: Gup's output grounded on c by construction (models.ground)")
+    p.add_argument("--d-ch", type=int, help="base width of D_s, D_t and D_m (default: the preset's, G's)")
+    p.add_argument("--d-pool", default="mean", choices=["mean", "sum"], help="how the Ds' heads pool over positions")
+    p.add_argument("--lambda-m", type=float, default=LAMBDA_M, help="stages >= 2: weight of D_m (0 removes D_m)")
+    p.add_argument("--lambda-rec", type=float, help="stages >= 2: weight of the L1 term " + recipe % Recipe.lambda_rec)
+    p.add_argument("--r1", type=float, help="gamma of the R1 penalty on D_s and D_t " + recipe % Recipe.r1)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                   help="D_s and D_t see translated videos (DiffAugment) " + recipe % Recipe.augment)
+    p.add_argument("--aux-class", type=float, help="weight of the Ds' class head (AC-GAN) " + recipe % Recipe.aux_class)
+    p.add_argument("--adv-fade", type=int, default=0, help="stages >= 2: G's adversarial terms faded in over N steps")
+    p.add_argument("--g1-margin", type=int, help="stage 1: frames G1 makes and drops each side (default: the preset's)")
+    p.add_argument("--mismatch-negatives", action="store_true", help="D_m also sees mismatched real pairs, as fakes")
     p.add_argument("--seed", type=int, default=0, help="seeds init, noise and data order")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="bfloat16 runs forward passes under autocast; weights stay float32")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile each step's forward whole (D step: G's fakes, the Ds, L_D; G step: G, the Ds, "
-                        "L_G), its backward from the same graph; checkpoints hold the plain modules")
-    p.add_argument("--channels-last", action="store_true",
-                   help="the batch's videos in channels_last_3d memory (N, T, H, W, C in memory), which the convs "
-                        "carry through: the layout cuDNN's fastest 3D-conv kernels take on GPUs")
+    p.add_argument("--compile", action="store_true", help="torch.compile each step's forward whole, and its backward")
+    p.add_argument("--channels-last", action="store_true", help="the batch's videos in channels_last_3d memory")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (0: load in-process)")
     p.add_argument("--log-every", type=int, default=50, help="status line every N steps (and every 30 s)")
-    p.add_argument("--fvd-every", type=int, default=0,
-                   help="FVD of G_ema every N steps, appended to log.jsonl (0: never; on a CPU each costs "
-                        "minutes): stage 1's samples, or an upscaler's output on real views of its input, "
-                        "against real views at the stage's size (the stage's rung of evaluate.py's ladder)")
-    p.add_argument("--fvd-n", type=int, default=64, help="videos per set for --fvd-every")
+    p.add_argument("--fvd-every", type=int, default=0, help="G_ema's FVD every N steps (0: never; minutes on a CPU)")
+    p.add_argument("--fvd-n", type=int, default=64, help="videos per set for --fvd-every and --score-every")
+    p.add_argument("--score-every", type=int, default=0, help="G_ema's scores without I3D every N steps (0: never)")
     p.add_argument("--sample-every", type=int, default=1000, help="sample grid every N steps (and every 4 min)")
     p.add_argument("--ckpt-every", type=int, default=1000, help="checkpoint every N steps (and every 10 min)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -172,6 +140,9 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, f.name, getattr(recipe, f.name))
     if args.batch_size is None:
         args.batch_size = 32 if gpu else 2
+    if args.r1 and args.compile:
+        p.error("--r1 with --compile: the penalty differentiates D's gradient, which torch.compile "
+                "does not (double backward); drop one")
     if not args.adversarial:
         if args.stage == 1:
             p.error("--no-adversarial is for the upscalers (stages >= 2): stage 1 has no L1 term to train on")
@@ -188,15 +159,10 @@ def make_clips(args: argparse.Namespace, cfg: StageConfig, split: str = "train")
 
 def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
     """The preset's row for the stage, with the flags that change the networks applied."""
-    overrides = {"num_classes": num_classes, "d_pool": args.d_pool}
-    if args.frame_stride is not None:
-        overrides["frame_stride"] = args.frame_stride
-    if args.window is not None:
-        overrides["window"] = args.window
-    if args.crop is not None:
-        overrides["crop"] = args.crop
-    if args.d_ch is not None:
-        overrides["d_ch"] = args.d_ch
+    overrides = {"num_classes": num_classes, "d_pool": args.d_pool, "d_classify": args.aux_class > 0}
+    for name in ("frame_stride", "window", "crop", "g1_margin", "d_ch"):  # None: the preset's
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup
         overrides["context"] = (args.context if args.context is not None else
                                 Gup(stage_config(args.preset, args.stage, grounded=args.grounded)).receptive_radius)
@@ -205,7 +171,7 @@ def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
 
 
 # -----------------------------------------------------------------------------
-# The fake batch, and G_ema
+# G_ema, and the optimizers
 
 @torch.no_grad()
 def ema_update(G_ema, G, decay: float, step: int) -> None:
@@ -230,50 +196,29 @@ def optimizers(G, Ds: list, args: argparse.Namespace) -> tuple[torch.optim.Adam,
 # -----------------------------------------------------------------------------
 # The forward of a D step and of a G step: what --compile compiles
 
-def d_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, mismatch: bool,
-              batch: dict) -> tuple[torch.Tensor, dict]:
+def d_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, mismatch: bool, r1: float, augment: bool,
+              aux_class: float, batch: dict) -> tuple[torch.Tensor, dict]:
     """A D step's forward: G's videos for the batch (no grad), and the Ds on them and on the real
     ones: (L_D, the mean logits) (losses.d_loss)."""
     with torch.no_grad():
         x_fake = fake_batch(G, cfg, batch)
-    return d_loss(D_s, D_t, D_m, batch, x_fake, lambda_m, mismatch)
+    return d_loss(D_s, D_t, D_m, batch, x_fake, lambda_m, mismatch, r1, augment, aux_class)
 
 
-def g_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, lambda_rec: float,
-              batch: dict) -> tuple[torch.Tensor, dict]:
-    """A G step's forward: G's videos with their graph, and L_G (losses.g_loss; Ds None: the L1
-    term alone)."""
-    return g_loss(D_s, D_t, D_m, batch, fake_batch(G, cfg, batch), lambda_m, lambda_rec)
+def g_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, lambda_rec: float, augment: bool,
+              aux_class: float, batch: dict, adv: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, dict]:
+    """A G step's forward: G's videos with their graph, and L_G with its adversarial terms
+    weighted by adv (losses.g_loss; Ds None: the L1 term alone)."""
+    return g_loss(D_s, D_t, D_m, batch, fake_batch(G, cfg, batch), lambda_m, lambda_rec, augment, adv, aux_class)
 
 
-def compiled_step(forward, compile: bool, device: torch.device, *nets_and_settings):
-    """forward (d_forward or g_forward) with its leading arguments bound, as the loop calls it:
-    step(batch). Under --compile, forward is torch.compile'd whole (fullgraph: a graph break is
-    an error, not a silent slow path; dynamic=False: a stage's shapes never change), its backward
-    compiled from the same graph; the optimizer steps and EMA stay eager. Compiled before
-    binding, so each step's forward has its own code and graph (a partial compiled as such
-    would share one wrapper, and the G step would first try the D step's guards). Spectral norm's
-    weights come in ready (distributed.spectral_norm_once)."""
-    if compile:
-        if device.type == "cuda" and torch.__version__ < "2.14":
-            # Inductor's loop reordering failed on the D step on CUDA with torch 2.11 ("'7 - ((0))' is
-            # not comparable"); kept off through 2.13, unverified on a GPU since
-            torch._inductor.config.loop_ordering_after_fusion = False
-        forward = torch.compile(forward, fullgraph=True, dynamic=False)
-    return functools.partial(forward, *nets_and_settings)
-
-
-def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
-    """A collated batch (nested dicts of tensors) on the device; channels_last: its 5D tensors
-    (videos, views, noise maps) in channels_last_3d memory."""
-    def move(t: torch.Tensor) -> torch.Tensor:
-        t = t.to(device, non_blocking=True)
-        return t.contiguous(memory_format=torch.channels_last_3d) if channels_last and t.dim() == 5 else t
-
-    return {k: to_device(v, device, channels_last) if isinstance(v, dict) else move(v) for k, v in batch.items()}
+def adv_weight(step: int, fade: int, device: torch.device) -> torch.Tensor:
+    """min(1, step / fade), 1 without a fade: a 0-d tensor, so that a compiled G step takes it as an input."""
+    return torch.tensor(min(1.0, step / fade) if fade else 1.0, device=device)
 
 
 # -----------------------------------------------------------------------------
+# A run: train() sets it up (Run) and calls the loop; rank 0 keeps the books (Bookkeeping)
 
 def train(args: argparse.Namespace) -> dict:
     """Train one stage to --max-iters; returns the final state (on every rank; rank 0 saved it)."""
@@ -288,7 +233,6 @@ def train(args: argparse.Namespace) -> dict:
         torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN's convs use TF32 by default)
         torch.backends.cudnn.benchmark = True        # a stage's shapes never change: pick conv kernels once
     torch.manual_seed(args.seed)  # the init; the steps' noise comes with their batches (WithNoise)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     # --- data: the stage's view (windowed, with its conditioning c) of the preset's clips
     clips = make_clips(args, stage_config(args.preset, args.stage))
@@ -297,7 +241,6 @@ def train(args: argparse.Namespace) -> dict:
     if args.dry_run:
         print(json.dumps({"args": vars(args), "config": asdict(cfg)}, indent=2))
         return {}
-    ckpt_path = os.path.join(args.out, "ckpt.pt")
     if main:
         os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
     # For the whole run: the lock on --out (rank 0's; the ranks share the folder), and the stop
@@ -307,33 +250,56 @@ def train(args: argparse.Namespace) -> dict:
         if main:
             with atomic_file(os.path.join(args.out, "config.json"), "w") as f:
                 json.dump({"args": vars(args), "config": asdict(cfg)}, f, indent=2)
+        run = Run(args, cfg, examples, rank, world, device)  # models, optimizers, EMA, resume, steps, loader
+        step = loop(run, stop)
 
+        # --- final checkpoint (rank 0), checked like every other
+        ckpt = train_state(step, run.nets, run.opts, device, args, cfg)
+        if main:
+            run.status.check_finite(step, run.nets)
+            save_checkpoint(run.ckpt_path, ckpt)
+        how = f"{'done' if step >= args.max_iters else 'stopped'} at step {step}"
+        line = f"{how}: {run.ckpt_path}" if main else f"rank {rank}: {how}"
+        print(line + "\n", end="", flush=True)  # one write: under PYTHONUNBUFFERED, ranks' lines never interleave
+    distributed.teardown()
+    return ckpt
+
+
+class Run:
+    """One rank's run of a stage, built in the order it is used: the networks (`nets`, the plain
+    modules, as checkpoints name them), their optimizers (`opts`) and G_ema; the step it starts at
+    (`step`: the checkpoint's, or 0); the steps' forwards, wrapped for DDP or --compile (`d_step`,
+    `g_step`); the batches (next_batch); rank 0's status line and the sample grids' inputs."""
+
+    def __init__(self, args: argparse.Namespace, cfg: StageConfig, examples: StageExamples, rank: int,
+                 world: int, device: torch.device):
+        self.args, self.cfg, self.device, self.main = args, cfg, device, rank == 0
         # --- models, optimizers, EMA
         G, D_s, D_t, D_m = build_stage(cfg)
         if args.lambda_m == 0:
             D_m = None  # the ablation: D_m is not built, so nothing of it is in any graph
-        Ds = [D for D in (D_s, D_t, D_m) if D is not None]
+        self.Ds = Ds = [D for D in (D_s, D_t, D_m) if D is not None]
         for m in [G, *Ds]:
             m.to(device)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         if args.sync_bn and world > 1:  # same parameters and buffers, so checkpoints do not change
             G = cross_replica_bn(G)
         opt_G, opt_D = optimizers(G, Ds, args)
-        nets = {"G": G, "G_ema": G_ema, "D_s": D_s, "D_t": D_t, "D_m": D_m}  # as the checkpoint names them
-        opts = {"opt_G": opt_G, "opt_D": opt_D}
-        for name, m in nets.items():  # one line per network (G_ema is a copy of G)
-            if main and m is not None and name != "G_ema":
+        self.nets = {"G": G, "G_ema": G_ema, "D_s": D_s, "D_t": D_t, "D_m": D_m}  # as the checkpoint names them
+        self.opts = {"opt_G": opt_G, "opt_D": opt_D}
+        for name, m in self.nets.items():  # one line per network (G_ema is a copy of G)
+            if self.main and m is not None and name != "G_ema":
                 print(f"{name:3} {sum(p.numel() for p in m.parameters()):>12,} parameters")
 
         # --- resume: the same command continues the same run, on every rank; or start G from --init-g
-        step = 0
-        if os.path.exists(ckpt_path):
-            step = restore_state(ckpt_path, cfg, nets, opts, device)
-            if main:
-                print(f"resuming {ckpt_path} at step {step}")
+        self.step, self.ckpt_path = 0, os.path.join(args.out, "ckpt.pt")
+        if os.path.exists(self.ckpt_path):
+            self.step = restore_state(self.ckpt_path, cfg, self.nets, self.opts, device)
+            if self.main:
+                print(f"resuming {self.ckpt_path} at step {self.step}")
         elif args.init_g:
             init_generator(args.init_g, cfg, G, G_ema)
-            if main:
+            if self.main:
                 print(f"G and G_ema start from {args.init_g}")
 
         # --- the steps' forwards. Under torchrun, DDP wrappers: a D step syncs D grads, a G step G
@@ -343,119 +309,121 @@ def train(args: argparse.Namespace) -> dict:
         # gradients itself (average_grads). `nets` keeps the plain modules for checkpoints.
         ddp_world = 1 if args.compile else world
         G_ddp, D_s_ddp, D_t_ddp, D_m_ddp = (distributed.wrap(m, ddp_world) for m in (G, D_s, D_t, D_m))
-        ddp_G = [G_ddp] if ddp_world > 1 else []  # what micro_batch keeps from syncing before the last
-        ddp_D = [D for D in (D_s_ddp, D_t_ddp, D_m_ddp) if ddp_world > 1 and D is not None]
-        average_grads = world > 1 and args.compile
+        self.ddp_G = [G_ddp] if ddp_world > 1 else []  # what micro_batch keeps from syncing before the last
+        self.ddp_D = [D for D in (D_s_ddp, D_t_ddp, D_m_ddp) if ddp_world > 1 and D is not None]
+        self.average_grads = world > 1 and args.compile
         Ds_G = (D_s, D_t, D_m) if args.adversarial else (None, None, None)  # the Ds the G loss asks
-        d_step = compiled_step(d_forward, args.compile, device, G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, cfg,
-                               args.lambda_m, args.mismatch_negatives)
-        g_step = compiled_step(g_forward, args.compile, device, G_ddp, *Ds_G, cfg, args.lambda_m, args.lambda_rec)
+        self.d_step = compiled_step(d_forward, args.compile, device, G_ddp, D_s_ddp, D_t_ddp, D_m_ddp, cfg,
+                                    args.lambda_m, args.mismatch_negatives, args.r1, args.augment, args.aux_class)
+        self.g_step = compiled_step(g_forward, args.compile, device, G_ddp, *Ds_G, cfg, args.lambda_m,
+                                    args.lambda_rec, args.augment, args.aux_class)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
         # --- data: the loader, and the sample grids' fixed inputs
-        loader = torch.utils.data.DataLoader(
-            WithNoise(examples, cfg, args.seed, args.d_steps, args.batch_size * args.grad_accum * world),
-            batch_size=args.batch_size, num_workers=args.workers,
-            pin_memory=device.type == "cuda",
-            sampler=StepSampler(step * max(args.d_steps, 1), args.batch_size * args.grad_accum, rank, world),
-            generator=torch.Generator(),  # keeps the global RNG untouched
-            worker_init_fn=quiet_worker, persistent_workers=args.workers > 0)
-        batches = iter(loader)
+        share = args.batch_size * args.grad_accum  # this rank's share of a step's batch
+        self.batches = iter(torch.utils.data.DataLoader(
+            WithNoise(examples, cfg, args.seed, args.d_steps, share * world), batch_size=args.batch_size,
+            sampler=StepSampler(self.step * max(args.d_steps, 1), share, rank, world), num_workers=args.workers,
+            pin_memory=device.type == "cuda", worker_init_fn=quiet_worker, persistent_workers=args.workers > 0,
+            generator=torch.Generator()))  # its own generator: the global RNG stays untouched
         heldout = (StageExamples(make_clips(args, cfg, split="val"), cfg.view_s, cfg.view_t, cfg.window,
-                                 cfg.context, seed=args.seed) if main and cfg.stage > 1 else None)
-        fixed = fixed_inputs(cfg, heldout, device, args.seed) if main else None
+                                 cfg.context, seed=args.seed) if self.main and cfg.stage > 1 else None)
+        self.fixed = fixed_inputs(cfg, heldout, device, args.seed) if self.main else None
+        self.status = Status(args.out, device, self.step, self.main, share * world)
 
-        def next_batch() -> list[dict]:
-            """The next batch, as --grad-accum micro-batches on the device, each with the noise of
-            its D step and of its G step (with_noise picks one)."""
-            micro = []
-            for _ in range(args.grad_accum):
-                t0 = time.time()
-                batch = next(batches)
-                status.data(time.time() - t0, batch.pop("skipped"))
-                micro.append(to_device(batch, device, args.channels_last))
-            return micro
+    def next_batch(self) -> list[dict]:
+        """The next batch, as --grad-accum micro-batches on the device, each with the noise of
+        its D step and of its G step (with_noise picks one)."""
+        micro = []
+        for _ in range(self.args.grad_accum):
+            t0 = time.time()
+            batch = next(self.batches)
+            self.status.data(time.time() - t0, batch.pop("skipped"))
+            micro.append(to_device(batch, self.device, self.args.channels_last))
+        return micro
 
-        # --- the loop: D steps, a G step, EMA, then the bookkeeping
-        status = Status(args.out, device, step, main, args.batch_size * args.grad_accum * world)
 
-        def score_fvd(step: int) -> None:
-            """The stage's rung of the ladder, appended to log.jsonl: G_ema's FVD, its start's and the
-            real floor's (cached after the first), the headroom closed, recognizability, the cost."""
-            t_fvd = time.time()  # logged: what a score costs (s/it leaves it out)
-            s = stage_scores(cfg, G_ema, args.data, args.fvd_n, device, os.path.join(args.out, "fvd-stats"))
-            headroom = None if math.isnan(s["headroom"]) else round(s["headroom"], 3)
-            recognized = None if s["recognizability"] is None else round(s["recognizability"], 3)
-            status.append({"step": step, "fvd": round(s["fvd"], 2), "fvd_start": round(s["start"], 2),
-                           "fvd_real": round(s["real"], 2), "headroom": headroom, "recognizability": recognized,
-                           "fvd_n": args.fvd_n, "fvd_s": round(time.time() - t_fvd, 2)})
-            print(f"step {step} | FVD {s['fvd']:.1f} (start {s['start']:.1f}, real {s['real']:.1f}: headroom closed "
-                  f"{headroom}) | recognizability {recognized} ({args.fvd_n} videos)", flush=True)
-
-        if main and args.fvd_every and step == 0:  # the curve starts at the stage's own start
-            score_fvd(0)
-        step0 = step
-        log_due, sample_due = Every(args.log_every, STATUS_SECONDS), Every(args.sample_every, SAMPLE_SECONDS)
-        ckpt_due = Every(args.ckpt_every, CKPT_SECONDS)
-        while step < args.max_iters and not stop.requested():
-            for _ in range(args.d_steps):  # D steps, each on a fresh real batch
-                micro = next_batch()
-                opt_D.zero_grad(set_to_none=True)
-                for m, batch in enumerate(micro):  # --grad-accum; DDP syncs grads on the last (no_sync before)
-                    with micro_batch(m, len(micro), ddp_D, trained=Ds, others=[G]):
-                        with autocast:
-                            loss_D, stats = d_step(with_noise(batch, "d_noise"))
-                        (loss_D / len(micro)).backward()
-                    status.add({"loss_D": loss_D, **stats}, weight=1 / (args.d_steps * len(micro)))
-                if average_grads:
-                    distributed.average_gradients(Ds)
-                opt_D.step()
-            if not args.adversarial:  # the L1 baseline: no D steps, so the G step draws its batch
-                micro = next_batch()
-
-            for D in Ds:  # G step on the last D batch, with fresh noise: D grads not needed
-                D.requires_grad_(False)
-            opt_G.zero_grad(set_to_none=True)
-            for m, batch in enumerate(micro):
-                with micro_batch(m, len(micro), ddp_G, trained=[G], others=Ds):
+def loop(run: Run, stop: Stop) -> int:
+    """Train from run.step to --max-iters, or to a stop signal: D steps, a G step, EMA, then
+    rank 0's bookkeeping. Returns the step it stopped at."""
+    args, device, status, autocast, Ds = run.args, run.device, run.status, run.autocast, run.Ds
+    G, G_ema, opt_G, opt_D = run.nets["G"], run.nets["G_ema"], run.opts["opt_G"], run.opts["opt_D"]
+    books = Bookkeeping(run) if run.main else None  # which first scores the start (--fvd-every, --score-every)
+    step = run.step
+    while step < args.max_iters and not stop.requested():
+        for _ in range(args.d_steps):  # D steps, each on a fresh real batch
+            micro = run.next_batch()
+            opt_D.zero_grad(set_to_none=True)
+            for m, batch in enumerate(micro):  # --grad-accum; DDP syncs grads on the last (no_sync before)
+                with micro_batch(m, len(micro), run.ddp_D, trained=Ds, others=[G]):
                     with autocast:
-                        loss_G, stats = g_step(with_noise(batch, "g_noise"))
-                    (loss_G / len(micro)).backward()
-                status.add({"loss_G": loss_G, **stats}, weight=1 / len(micro))
-            if average_grads:
-                distributed.average_gradients([G])
-            opt_G.step()
-            for D in Ds:
-                D.requires_grad_(True)
-            ema_update(G_ema, G, args.ema, step)
-            step += 1
+                        loss_D, stats = run.d_step(with_noise(batch, "d_noise"))
+                    (loss_D / len(micro)).backward()
+                status.add({"loss_D": loss_D, **stats}, weight=1 / (args.d_steps * len(micro)))
+            if run.average_grads:
+                distributed.average_gradients(Ds)
+            opt_D.step()
+        if not args.adversarial:  # the L1 baseline: no D steps, so the G step draws its batch
+            micro = run.next_batch()
 
-            # --- bookkeeping: rank 0 only; none of it touches the training RNG
-            if not main:
-                continue
-            if log_due(step, also=step == args.max_iters):
-                status.log(step)
-            t_aside = time.time()
-            if sample_due(step, also=step == step0 + 1):
-                path = os.path.join(args.out, "samples", f"step{step:07d}.gif")
+        for D in Ds:  # G step on the last D batch, with fresh noise: D grads not needed
+            D.requires_grad_(False)
+        opt_G.zero_grad(set_to_none=True)
+        for m, batch in enumerate(micro):
+            with micro_batch(m, len(micro), run.ddp_G, trained=[G], others=Ds):
                 with autocast:
-                    status.samples(step, path, write_samples(path, G_ema, cfg, fixed))
-            if args.fvd_every and step % args.fvd_every == 0:
-                score_fvd(step)
-            if ckpt_due(step):
-                status.check_finite(step, nets)  # never a checkpoint of a diverged run
-                save_checkpoint(ckpt_path, train_state(step, nets, opts, device, args, cfg))
-            status.set_aside(time.time() - t_aside)
+                    loss_G, stats = run.g_step(with_noise(batch, "g_noise"), adv_weight(step, args.adv_fade, device))
+                (loss_G / len(micro)).backward()
+            status.add({"loss_G": loss_G, **stats}, weight=1 / len(micro))
+        if run.average_grads:
+            distributed.average_gradients([G])
+        opt_G.step()
+        for D in Ds:
+            D.requires_grad_(True)
+        ema_update(G_ema, G, args.ema, step)
+        step += 1
+        if books:  # rank 0 only; none of it touches the training RNG
+            books.after(step)
+    return step
 
-        # --- final checkpoint (rank 0), checked like every other
-        ckpt = train_state(step, nets, opts, device, args, cfg)
-        if main:
-            status.check_finite(step, nets)
-            save_checkpoint(ckpt_path, ckpt)
-        how = f"{'done' if step >= args.max_iters else 'stopped'} at step {step}"
-        line = f"{how}: {ckpt_path}" if main else f"rank {rank}: {how}"
-        print(line + "\n", end="", flush=True)  # one write: under PYTHONUNBUFFERED, ranks' lines never interleave
-    distributed.teardown()
-    return ckpt
+
+class Bookkeeping:
+    """Rank 0's work between steps, each part when due (every N steps, or every so many seconds):
+    the status line, a sample grid from the fixed inputs, the scores, a checkpoint. The time it
+    takes is set aside, so s/it counts training alone."""
+
+    def __init__(self, run: Run):
+        self.run, self.step0, args = run, run.step, run.args
+        if run.step == 0:  # the curves start at the stage's own start
+            self.score(0)
+        self.log_due, self.sample_due = Every(args.log_every, STATUS_SECONDS), Every(args.sample_every, SAMPLE_SECONDS)
+        self.ckpt_due = Every(args.ckpt_every, CKPT_SECONDS)
+
+    def after(self, step: int) -> None:
+        run, args, status = self.run, self.run.args, self.run.status
+        if self.log_due(step, also=step == args.max_iters):
+            status.log(step)
+        t_aside = time.time()
+        if self.sample_due(step, also=step == self.step0 + 1):
+            path = os.path.join(args.out, "samples", f"step{step:07d}.gif")
+            with run.autocast:
+                status.samples(step, path, write_samples(path, run.nets["G_ema"], run.cfg, run.fixed))
+        self.score(step)
+        if self.ckpt_due(step):
+            status.check_finite(step, run.nets)  # never a checkpoint of a diverged run
+            save_checkpoint(run.ckpt_path, train_state(step, run.nets, run.opts, run.device, args, run.cfg))
+        status.set_aside(time.time() - t_aside)
+
+    def score(self, step: int) -> None:
+        """G_ema's scores due at `step`, each logged with its cost (s/it leaves it out): --fvd-every's
+        rung of evaluate.py's ladder (stage_scores) and --score-every's quick_scores."""
+        run, args = self.run, self.run.args
+        inputs = (run.cfg, run.nets["G_ema"], args.data, args.fvd_n, run.device, os.path.join(args.out, "fvd-stats"))
+        for every, scores, log in ((args.fvd_every, stage_scores, run.status.fvd),
+                                   (args.score_every, quick_scores, run.status.scores)):
+            if every and step % every == 0:
+                t0 = time.time()
+                log(step, scores(*inputs), args.fvd_n, time.time() - t0)
 
 
 if __name__ == "__main__":

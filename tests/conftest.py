@@ -6,6 +6,31 @@ from train import get_args, train
 
 torch.set_num_threads(2)
 
+EPS = torch.finfo(torch.float32).eps
+
+
+def max_abs(values) -> float:
+    """The largest |element| of a tensor, or of the tensors in a list, tuple or dict (None skipped)."""
+    if isinstance(values, dict):
+        values = list(values.values())
+    if isinstance(values, (list, tuple)):
+        return max((max_abs(v) for v in values), default=0.0)
+    return 0.0 if values is None or values.numel() == 0 else values.detach().abs().max().item()
+
+
+def assert_close_at_scale(actual, expected, scale: float | None = None, ulps: float = 128,
+                          msg: str | None = None):
+    """assert_close for float32 values that two paths of arithmetic compute (other kernels,
+    another summation order, another CPU's SIMD width): every element within `ulps` float32
+    epsilons of `scale`, by default the largest |expected| (of a tensor, or of a list's or dict's
+    tensors). An element that sums large terms to near 0 (a gradient, a bias's above all) carries
+    their rounding, not rounding of its own size: no rtol covers it, and a fixed atol near
+    float32's resolution (1e-6) passes on one CPU and fails on another. 128 eps is 1.5e-5 of the
+    scale; a real difference in the arithmetic (a power iteration more, another BN statistic)
+    moves values by orders of magnitude more."""
+    scale = max_abs(expected) if scale is None else scale
+    torch.testing.assert_close(actual, expected, rtol=0, atol=ulps * EPS * scale, msg=msg)
+
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> list[str]:

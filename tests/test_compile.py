@@ -1,4 +1,4 @@
-"""torch.compile of the training steps (train.compiled_step): each step's forward traces whole
+"""torch.compile of the training steps (distributed.compiled_step): each step's forward traces whole
 (no graph break) on every tiny stage, the compiled steps train as the eager ones do (losses and
 gradients, tiny stage 1 and an upscaler, Inductor on the CPU), and the steps after the first
 compile nothing more. The ssw-128 stages' tracing is tested on the meta device in test_bench.py.
@@ -11,7 +11,7 @@ import torch._dynamo
 
 import train
 from bench import random_batch
-from distributed import micro_batch, with_noise
+from distributed import compiled_step, micro_batch, with_noise
 from models import build_stage
 
 
@@ -27,10 +27,12 @@ class Stage:
         self.G, D_s, D_t, D_m = build_stage(cfg)
         self.Ds = [D for D in (D_s, D_t, D_m) if D is not None]
         self.opt_G, self.opt_D = train.optimizers(self.G, self.Ds, self.args)
-        self.d_step = train.compiled_step(train.d_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
-                                          self.args.lambda_m, False)
-        self.g_step = train.compiled_step(train.g_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
-                                          self.args.lambda_m, self.args.lambda_rec)
+        self.d_step = compiled_step(train.d_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
+                                    self.args.lambda_m, False, self.args.r1, self.args.augment,
+                                    self.args.aux_class)
+        self.g_step = compiled_step(train.g_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
+                                    self.args.lambda_m, self.args.lambda_rec, self.args.augment,
+                                    self.args.aux_class)
 
     def iteration(self, batch: dict) -> dict:
         out = {}

@@ -2,8 +2,9 @@
 stub discriminators whose logits are known by hand, and each optional term (mismatched
 negatives, the L1 term) on the real networks, adding exactly itself."""
 import torch
+import torch.nn.functional as F
 
-from losses import LAMBDA_M, LAMBDA_REC, d_hinge, d_hinge_negative, d_loss, g_hinge, g_loss
+from losses import LAMBDA_M, LAMBDA_REC, d_hinge, d_hinge_negative, d_loss, g_hinge, g_loss, translate
 from models import build_stage, stage_config
 from test_train import fixed_batch
 from train import fake_batch
@@ -120,3 +121,74 @@ def test_lambda_rec_adds_the_window_l1_and_its_gradient_only():
     torch.testing.assert_close(grads[1] - grads[0], 2.0 * G.out.weight.grad, atol=tol, rtol=0)
     assert 2.0 * G.out.weight.grad.abs().max() > 100 * tol  # the term is far above that error
 
+
+
+def test_translate_moves_each_video_by_its_own_shift():
+    """DiffAugment's translation: shift (B, 2) in [-1, 1] moves a video by round(shift * size / 8)
+    rows and columns, every frame alike, zeros coming in; shift 0 is the video itself; the
+    gradient reaches the moved pixels only."""
+    x = torch.arange(2 * 1 * 2 * 16 * 16, dtype=torch.float32).view(2, 1, 2, 16, 16).requires_grad_(True)
+    moved = translate(x, torch.tensor([[0.5, -1.0], [0.0, 0.0]]))  # video 0: 1 row down, 2 columns left
+    assert torch.equal(moved[1], x[1])
+    assert torch.equal(moved[0, :, :, 1:, :14], x[0, :, :, :15, 2:])
+    assert moved[0, :, :, 0].abs().sum() == 0 and moved[0, :, :, :, 14:].abs().sum() == 0
+    moved.sum().backward()
+    assert x.grad[0].sum() == 15 * 14 * 2 and x.grad[1].sum() == 16 * 16 * 2  # what came out of the frame has none
+
+
+def test_r1_adds_half_gamma_times_the_squared_gradient_at_real_videos():
+    """--r1 gamma: L_D gains gamma / 2 E|grad_x D(x)|^2 over real x, for D_s and D_t. On the stub
+    Ds, 2 mean(x) and mean(x) over N = 24 values a video, the gradients are 2/N and 1/N at every
+    value: |.|^2 = 4/N + 1/N."""
+    batch, x_fake = stub_batch(upscaler=False)
+    plain, _ = d_loss(D_s, D_t, None, batch, x_fake)
+    loss, stats = d_loss(D_s, D_t, None, batch, x_fake, r1=0.2)
+    torch.testing.assert_close(stats["r1"], torch.tensor(5 / 24))
+    torch.testing.assert_close(loss - plain, torch.tensor(0.1 * 5 / 24))
+    assert not batch["x"].requires_grad  # the caller's batch is left as it was
+
+
+def test_augment_shows_the_ds_translated_videos_and_adv_weights_the_game():
+    """--augment: D_s and D_t score translate(x) of real and fake (the batch's shifts), in the D
+    and the G step; --adv-fade's weight scales the adversarial terms alone, not the L1 term."""
+    torch.manual_seed(0)
+    cfg = stage_config("tiny", 1, num_classes=5)
+    G, D_s_net, D_t_net, _ = (m.eval() if m is not None else None for m in build_stage(cfg))
+    batch = fixed_batch(cfg)
+    batch["frames"] = torch.stack([torch.arange(4).repeat(4, 1)] * 2)  # (2, B, k)
+    batch["shift"] = 2 * torch.rand(2, 4, 2) - 1                        # (2, B, 2)
+    x_fake = fake_batch(G, cfg, batch).detach()
+    moved = {**batch, "x": translate(batch["x"], batch["shift"][0])}
+    augmented = d_loss(D_s_net, D_t_net, None, batch, x_fake, augment=True)[0]
+    by_hand = d_loss(D_s_net, D_t_net, None, moved, translate(x_fake, batch["shift"][1]))[0]
+    torch.testing.assert_close(augmented, by_hand)
+    assert not torch.allclose(augmented, d_loss(D_s_net, D_t_net, None, batch, x_fake)[0])
+    augmented = g_loss(D_s_net, D_t_net, None, batch, x_fake, augment=True)[0]
+    torch.testing.assert_close(augmented, g_loss(D_s_net, D_t_net, None, batch, translate(x_fake, batch["shift"][1]))[0])
+    batch, x_fake = stub_batch(upscaler=True)  # hinges 1 + 0.5 + 0.5, L1 100 x 1
+    torch.testing.assert_close(g_loss(D_s, D_t, D_m, batch, x_fake, adv=torch.tensor(0.25))[0],
+                               torch.tensor(0.25 * 2.0 + 100.0))
+
+
+def test_aux_class_adds_the_class_heads_cross_entropy():
+    """--aux-class w: L_D gains w CE(the class heads of D_s and D_t on the real videos, y), L_G
+    w CE(the same heads on G's videos, y), each exactly; D_m has no class head."""
+    torch.manual_seed(0)
+    cfg = stage_config("tiny", 2, num_classes=5, d_classify=True)
+    G, D_s_net, D_t_net, D_m_net = (m.eval() for m in build_stage(cfg))
+    assert D_s_net.head.classify is not None and D_m_net.head.classify is None
+    batch = fixed_batch(cfg)
+    batch["frames"] = torch.stack([torch.arange(4).repeat(4, 1)] * 2)  # (2, B, k)
+    x_fake, y = fake_batch(G, cfg, batch).detach(), batch["y"]
+    nets = (D_s_net, D_t_net, D_m_net)
+
+    def ce(x, frames):
+        return (F.cross_entropy(D_s_net(x, y, frames, classes=True)[1], y)
+                + F.cross_entropy(D_t_net(x, y, classes=True)[1], y))
+
+    plain, with_class = d_loss(*nets, batch, x_fake), d_loss(*nets, batch, x_fake, aux_class=0.5)
+    torch.testing.assert_close(with_class[0] - plain[0], 0.5 * ce(batch["x"], batch["frames"][0]))
+    torch.testing.assert_close(with_class[1]["class_D"], ce(batch["x"], batch["frames"][0]))
+    plain = g_loss(*nets, batch, x_fake, lambda_rec=0.0)  # the L1 term's size apart: differences of losses near 1
+    with_class = g_loss(*nets, batch, x_fake, lambda_rec=0.0, aux_class=0.5)
+    torch.testing.assert_close(with_class[0] - plain[0], 0.5 * ce(x_fake, batch["frames"][1]))

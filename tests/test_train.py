@@ -207,8 +207,13 @@ def test_fvd_every_logs_the_stage_score(tmp_path, stage, monkeypatch):
     """--fvd-every: the stage's FVD rung lands in log.jsonl at those steps, as evaluate.py's
     ladder scores that stage (its own videos, or its output on real views of its input), with its
     start, the real floor, the headroom closed and recognizability; the curve starts at step 0,
-    the untrained stage: what training must improve on, so its FVD there is its start's."""
+    the untrained stage: what training must improve on, so its FVD there is its start's. I3D is
+    test_study's stand-in (I3D's own numbers are test_fvd's): 12 videos through it cost 10 s."""
     import evaluate
+    import fvd
+    from test_study import PooledPixels
+    proxy = PooledPixels()
+    monkeypatch.setattr(fvd, "load_i3d", lambda: proxy)
     monkeypatch.setattr(evaluate, "RECOGNIZER_CLIPS", 16)
     monkeypatch.setattr(evaluate, "RECOGNIZER_STEPS", 2)
     run(tmp_path, "--fvd-every", "2", "--fvd-n", "3", stage=stage, iters=2)
@@ -360,3 +365,22 @@ def test_upscalers_train_on_patches_and_sample_whole_frames(tmp_path):
     c = torch.zeros(1, 3, 4, 8, 8)
     assert G(c, torch.zeros(1, cfg.z_dim, 4, 8, 8), torch.zeros(1, dtype=torch.long)).shape == (1, 3, 8, 16, 16)
     assert ckpt["step"] == 1
+
+
+def test_regularizers_train_end_to_end_and_are_logged(tmp_path):
+    """--r1, --augment and --aux-class run a whole stage-1 step and log R1's penalty and the class
+    heads' losses; --g1-margin and the class heads reach the stage's config (and its checkpoint);
+    --r1 with --compile is refused, naming why."""
+    ckpt = run(tmp_path, "--r1", "0.01", "--augment", "--aux-class", "0.5", "--g1-margin", "1")
+    assert ckpt["config"]["g1_margin"] == 1 and ckpt["config"]["d_classify"]
+    logged = [r for r in read_log(str(tmp_path / "run" / "log.jsonl")) if "loss_D" in r]
+    assert logged and all(r["r1"] > 0 and r["class_D"] > 0 and r["class_G"] > 0 for r in logged)
+    with pytest.raises(SystemExit):
+        get_args(["--stage", "1", "--r1", "0.01", "--compile"])
+
+
+def test_adv_fade_weights_the_game_in_over_its_steps():
+    """--adv-fade N: the G step's adversarial weight is step / N, then 1; without it, 1."""
+    weights = [train_module.adv_weight(step, 4, torch.device("cpu")).item() for step in (0, 1, 4, 9)]
+    assert weights == [0.0, 0.25, 1.0, 1.0]
+    assert train_module.adv_weight(0, 0, torch.device("cpu")).item() == 1.0
