@@ -48,7 +48,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import fvd
 from data import StageExamples, SyntheticVideos, open_clips, to_uint8, view
-from models import StageConfig, build_stage, upsample
+from models import G1, Gup, StageConfig, upsample
 from sample import DEMO_CHAIN, generate, load_chain, upscale
 from videos import STREAMS
 
@@ -131,14 +131,16 @@ def upscaled(stages: list[tuple[StageConfig, torch.nn.Module]], source: str, n: 
 def untrained(cfgs: list[StageConfig], device: torch.device) -> list[tuple[StageConfig, torch.nn.Module]]:
     """The same stages at their start: a fresh G from each StageConfig, each initialized under
     FVD_SEED, so a stage's start is one fixed draw whatever the chain around it, built without
-    moving the caller's random stream. An untrained Gup's residual's last conv is zero, so it is
-    exactly the interpolation upsample(c), grounded if the stage is, whatever the rest of its
-    init; an untrained G1 makes what its init makes."""
+    moving the caller's random stream (G alone: build_stage makes it first, so with the same
+    weights, and its Ds' init is most of the cost). An untrained Gup's residual's last conv is
+    zero, so it is exactly the interpolation upsample(c), grounded if the stage is, whatever the
+    rest of its init; an untrained G1 makes what its init makes."""
     stages = []
     with torch.random.fork_rng(devices=[]):
         for cfg in cfgs:
             torch.manual_seed(FVD_SEED)
-            stages.append((cfg, build_stage(cfg)[0].to(device).eval().requires_grad_(False)))
+            G = G1(cfg) if cfg.stage == 1 else Gup(cfg)
+            stages.append((cfg, G.to(device).eval().requires_grad_(False)))
     return stages
 
 

@@ -4,7 +4,7 @@ Stage 1 (G1) makes whole videos at the stage's view of the clips; stages >= 2 (G
 upscale windows of w frames, conditioned on the real view c = view(x, 2, 2) of the same
 window, so every stage trains on real data alone: in any order, even at the same time.
 
-    python train.py --stage 1                     # default preset ssw-128, built-in data
+    python train.py --stage 1                     # preset ssw-128 (demo on a CPU), built-in data
     python train.py --stage 2 --preset tiny       # an upscaling stage at toy size
     python train.py --stage 1 --data PREPARED     # videos prepare.py made (or a folder of videos)
     torchrun --nproc_per_node=K train.py --stage N   # data-parallel (gloo on CPU, nccl on GPU)

@@ -120,6 +120,8 @@ def test_the_start_rung_is_the_untrained_stage(checkpoints, tmp_path):
         for cfg, _ in chain:
             torch.manual_seed(FVD_SEED)
             start.append((cfg, build_stage(cfg)[0].eval()))
+    for (_, G), (_, fresh) in zip(evaluate.untrained([cfg for cfg, _ in chain], CPU), start):  # G alone, same init
+        assert all(torch.equal(G.state_dict()[k], v) for k, v in fresh.state_dict().items())
     direct = evaluate.score(evaluate.from_noise(start, n, batch, CPU), model, n, frames, real)[0]
     assert scores["full chain untrained from noise"] == pytest.approx(direct)
     assert scores["full chain from noise"] != pytest.approx(direct)
