@@ -249,14 +249,21 @@ class SpectralNorms:
     def serves_cache(self) -> bool:
         """Does torch's parametrization cache serve our tensors to these layers? A deep copy of a
         parametrized module keeps the original's cache key (a torch quirk); such a net is left to
-        torch's per-layer computation."""
+        torch's per-layer computation. The probe leaves no trace: a layer the cache does not serve
+        computes its weight, here without a power iteration and dropped from the cache after."""
         probe, keys = torch.empty(0), [(id(m), "weight") for m in self.layers]
-        with parametrize.cached():
-            parametrize._cache.update(dict.fromkeys(keys, probe))
-            served = all(m.weight is probe for m in self.layers)
-            for key in keys:
-                parametrize._cache.pop(key)
-        return served
+        saved, training = dict(parametrize._cache), [sn.training for sn in self.sns]
+        try:
+            for sn in self.sns:
+                sn.train(False)
+            with torch.no_grad(), parametrize.cached():
+                parametrize._cache.update(dict.fromkeys(keys, probe))
+                return all(m.weight is probe for m in self.layers)
+        finally:
+            parametrize._cache.clear()
+            parametrize._cache.update(saved)
+            for sn, was_training in zip(self.sns, training):
+                sn.train(was_training)
 
     def normalize(self, x: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
         """Each layer's part of x (sum h or sum w,) over its norm, as F.normalize(eps=torch's)."""

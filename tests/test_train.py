@@ -224,8 +224,8 @@ def test_fvd_every_logs_the_stage_score(tmp_path, stage, monkeypatch):
     assert len({(r["fvd_start"], r["fvd_real"]) for r in scores}) == 1  # cached, fixed for the stage
     if stage == 3:  # an upscaler's start is the grounded interpolation: the untrained G_ema at step 0
         assert scores[0]["fvd"] == pytest.approx(scores[0]["fvd_start"], rel=1e-3)
-    # the real statistics, the real floor's and the start's; and the recognizer
-    assert len(list((tmp_path / "run" / "fvd-stats").glob("*.npz"))) == 3
+    # the real statistics, the real floor's, the start's and the real videos' detail; and the recognizer
+    assert len(list((tmp_path / "run" / "fvd-stats").glob("*.npz"))) == 4
     assert len(list((tmp_path / "run" / "fvd-stats").glob("recognizer-*.pt"))) == 1
 
 
