@@ -44,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import distributed
 import fvd
 import losses
+import models
 import sample
 import train  # the real fake batch and losses, not copies
 from data import StageExamples, SyntheticVideos, view
@@ -174,13 +175,13 @@ def step_cost(preset: str, stage: int, clip_frames: int, batch: int, grounded: b
         with FlopCounterMode(display=False) as flops:
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 with torch.no_grad():
-                    x_fake = train.fake_batch(G, cfg, data)
+                    x_fake = models.fake_batch(G, cfg, data)
                 loss_D, _ = losses.d_loss(D_s, D_t, D_m, data, x_fake, 1.0, False)
             bytes_D, saved, weight[0] = sum(saved.values()), {}, 1
             loss_D.backward()
             flops_D = flops.get_total_flops()
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss_G, _ = losses.g_loss(D_s, D_t, D_m, data, train.fake_batch(G, cfg, data), 1.0, lambda_rec)
+                loss_G, _ = losses.g_loss(D_s, D_t, D_m, data, models.fake_batch(G, cfg, data), 1.0, lambda_rec)
             bytes_G = sum(saved.values())
             loss_G.backward()
             flops_G = flops.get_total_flops() - flops_D
@@ -302,7 +303,7 @@ def training_iteration(preset: str, stage: int, batch: int, device: torch.device
     """(preset, stage) at `batch` videos, built as train.py builds it with its defaults, on random
     data of the stage's shapes with its noise drawn as the loader draws it (distributed.WithNoise);
     returns iteration(step), which trains one iteration with train.py's own steps (--d-steps D
-    steps, each: train.d_forward, backward, opt_D.step; one G step: train.g_forward, backward,
+    steps, each: losses.d_forward, backward, opt_D.step; one G step: losses.g_forward, backward,
     opt_G.step; EMA; one micro-batch), with `count` (an OpCount) set to each phase; compile: the
     steps' forwards under torch.compile, as train.py --compile (compiled_step), from an empty
     compile cache. On the meta device, shapes only: a ssw-128 stage counts in seconds, but
@@ -322,9 +323,9 @@ def training_iteration(preset: str, stage: int, batch: int, device: torch.device
                               enabled=dtype == "bfloat16" and device.type != "meta")
     if compile:
         torch._dynamo.reset()  # its compiles are its own, and no earlier run counts against the recompile limit
-    d_step = compiled_step(train.d_forward, compile, device, G, D_s, D_t, D_m, cfg, args.lambda_m,
+    d_step = compiled_step(losses.d_forward, compile, device, G, D_s, D_t, D_m, cfg, args.lambda_m,
                            args.mismatch_negatives, args.r1, args.augment, args.aux_class)
-    g_step = compiled_step(train.g_forward, compile, device, G, D_s, D_t, D_m, cfg, args.lambda_m, args.lambda_rec,
+    g_step = compiled_step(losses.g_forward, compile, device, G, D_s, D_t, D_m, cfg, args.lambda_m, args.lambda_rec,
                            args.augment, args.aux_class)
     status = Status("", device, 0, main=False, batch=batch)
 
@@ -355,7 +356,7 @@ def training_iteration(preset: str, stage: int, batch: int, device: torch.device
         for D in Ds:
             D.requires_grad_(True)
         count.phase = "EMA"
-        train.ema_update(G_ema, G, args.ema, step)
+        models.ema_update(G_ema, G, args.ema, step)
         count.phase = None
 
     return iteration
@@ -815,7 +816,7 @@ def learnability(preset: str, stage: int, steps: int = 300, batch: int = 16, n_t
         else:
             real["z"] = torch.randn(n, cfg.z_dim, *real["c_context"].shape[2:], generator=g)
         with torch.no_grad():
-            fake = torch.cat([train.fake_batch(G, cfg, {k: v[i:i + batch] for k, v in real.items()})
+            fake = torch.cat([models.fake_batch(G, cfg, {k: v[i:i + batch] for k, v in real.items()})
                               for i in range(0, n, batch)])
         return real, fake
 

@@ -32,7 +32,8 @@ from videos import STREAMS
 
 def setup(device: str, timeout: datetime.timedelta) -> tuple[int, int, torch.device]:
     """(rank, world, device) of this process: torchrun's (RANK, WORLD_SIZE; a GPU per LOCAL_RANK),
-    with the process group up (nccl on GPUs, gloo on CPUs); or (0, 1, device) alone."""
+    with the process group up (nccl on GPUs, gloo on CPUs); or (0, 1, device) alone. On a GPU,
+    TF32 matmuls and cuDNN's conv autotuning."""
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     device = torch.device(device)
     if world > 1:
@@ -40,6 +41,9 @@ def setup(device: str, timeout: datetime.timedelta) -> tuple[int, int, torch.dev
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN's convs use TF32 by default)
+        torch.backends.cudnn.benchmark = True        # a stage's shapes never change: pick conv kernels once
     return rank, world, device
 
 
@@ -160,7 +164,7 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
 
 
 def compiled_step(forward, compile: bool, device: torch.device, *nets_and_settings):
-    """forward (train.d_forward or train.g_forward) with its leading arguments bound, as the loop
+    """forward (losses.d_forward or losses.g_forward) with its leading arguments bound, as the loop
     calls it: step(batch). Under --compile, forward is torch.compile'd whole (fullgraph: a graph
     break is an error, not a silent slow path; dynamic=False: a stage's shapes never change), its
     backward compiled from the same graph; the optimizer steps and EMA stay eager. Compiled before

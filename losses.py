@@ -1,6 +1,7 @@
-"""The whole objective of SSW-GAN, every stage (DESIGN.md section 4), as pure functions of the
-discriminators, the batch and the fake batch. It imports nothing of the project: the Ds come in
-as arguments, and train.py makes the fake batch.
+"""The whole objective of SSW-GAN, every stage (DESIGN.md section 4), as functions of the
+discriminators, the batch and the fake batch (d_loss, g_loss), and the forward of a training
+step, which makes the fake batch (d_forward, g_forward: G's videos are models.fake_batch, this
+file's one import of the project; the nets come in as arguments).
 
 A stage has D_s (k frames of each video, 2D), D_t (the whole clip or window, 3D) and, for the
 upscaling stages >= 2, D_m (is the window x grounded in its conditioning view c?). With hinge
@@ -37,6 +38,8 @@ else k frames it draws itself. Logits and losses are float32, under bf16 autocas
 """
 import torch
 import torch.nn.functional as F
+
+from models import StageConfig, fake_batch
 
 LAMBDA_M = 1.0      # --lambda-m's default
 LAMBDA_REC = 100.0  # --lambda-rec's default: pix2pix's weight
@@ -162,3 +165,27 @@ def g_loss(D_s, D_t, D_m, batch: dict, x_fake: torch.Tensor, lambda_m: float = L
         return loss, stats
     rec = ((x_fake if lambda_rec else x_fake.detach()).float() - batch["x"].float()).abs().mean()
     return loss + lambda_rec * rec, {**stats, "rec": rec.detach()}
+
+
+# -----------------------------------------------------------------------------
+# The forward of a D step and of a G step: what train.py runs, and --compile compiles
+
+def d_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, mismatch: bool, r1: float, augment: bool,
+              aux_class: float, batch: dict) -> tuple[torch.Tensor, dict]:
+    """A D step's forward: G's videos for the batch (no grad), and the Ds on them and on the real
+    ones: (L_D, the mean logits) (d_loss)."""
+    with torch.no_grad():
+        x_fake = fake_batch(G, cfg, batch)
+    return d_loss(D_s, D_t, D_m, batch, x_fake, lambda_m, mismatch, r1, augment, aux_class)
+
+
+def g_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, lambda_rec: float, augment: bool,
+              aux_class: float, batch: dict, adv: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, dict]:
+    """A G step's forward: G's videos with their graph, and L_G with its adversarial terms
+    weighted by adv (g_loss; Ds None: the L1 term alone)."""
+    return g_loss(D_s, D_t, D_m, batch, fake_batch(G, cfg, batch), lambda_m, lambda_rec, augment, adv, aux_class)
+
+
+def adv_weight(step: int, fade: int, device: torch.device) -> torch.Tensor:
+    """min(1, step / fade), 1 without a fade: a 0-d tensor, so that a compiled G step takes it as an input."""
+    return torch.tensor(min(1.0, step / fade) if fade else 1.0, device=device)

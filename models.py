@@ -578,6 +578,17 @@ def fake_batch(G, cfg: StageConfig, batch: dict) -> torch.Tensor:
     return upscale_chunk(G, c, z, y, cfg.context)                      # (B, 3, T, H, W): the window
 
 
+@torch.no_grad()
+def ema_update(G_ema, G, decay: float, step: int) -> None:
+    """G_ema, the generator that samples, <- lerp towards G (train.py, after each G step). The
+    decay warms up as min(decay, (1 + step) / (10 + step)), as in tf.train.ExponentialMovingAverage,
+    so early samples are not stuck at the init. Buffers (BN running stats, spectral-norm vectors)
+    are copied: G_ema samples in eval mode with them."""
+    d = min(decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - d)
+    torch._foreach_copy_(list(G_ema.buffers()), list(G.buffers()))
+
+
 # -----------------------------------------------------------------------------
 # Discriminators: ResNets with a projection head on y (Miyato & Koyama 2018)
 

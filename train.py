@@ -30,8 +30,8 @@ import distributed
 from data import StageExamples, open_clips
 from distributed import StepSampler, WithNoise, compiled_step, cross_replica_bn, micro_batch, to_device, with_noise
 from evaluate import quick_scores, stage_scores
-from losses import LAMBDA_M, LAMBDA_REC, d_loss, g_loss
-from models import PRESETS, Gup, StageConfig, build_stage, fake_batch, stage_config
+from losses import LAMBDA_M, LAMBDA_REC, adv_weight, d_forward, g_forward
+from models import PRESETS, Gup, StageConfig, build_stage, ema_update, stage_config
 from runfolder import (CheckpointWriteError, Every, FolderInUse, Status, Stop, TrainingDiverged, atomic_file,
                        init_generator, lock_folder, quiet_worker, restore_state, save_checkpoint, stop_on_signals,
                        train_state)
@@ -171,17 +171,7 @@ def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
 
 
 # -----------------------------------------------------------------------------
-# G_ema, and the optimizers
-
-@torch.no_grad()
-def ema_update(G_ema, G, decay: float, step: int) -> None:
-    """G_ema <- lerp towards G. The decay warms up as min(decay, (1 + step) / (10 + step)), as in
-    tf.train.ExponentialMovingAverage, so early samples are not stuck at the init. Buffers (BN
-    running stats, spectral-norm vectors) are copied: G_ema samples in eval mode with them."""
-    d = min(decay, (1 + step) / (10 + step))
-    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - d)
-    torch._foreach_copy_(list(G_ema.buffers()), list(G.buffers()))
-
+# The optimizers
 
 def optimizers(G, Ds: list, args: argparse.Namespace) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """(opt_G, opt_D): Adam with betas (--beta1, 0.999) (BigGAN's: 0), opt_D over all the Ds' parameters.
@@ -191,30 +181,6 @@ def optimizers(G, Ds: list, args: argparse.Namespace) -> tuple[torch.optim.Adam,
     opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=betas, foreach=True)
     opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=betas, foreach=True)
     return opt_G, opt_D
-
-
-# -----------------------------------------------------------------------------
-# The forward of a D step and of a G step: what --compile compiles
-
-def d_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, mismatch: bool, r1: float, augment: bool,
-              aux_class: float, batch: dict) -> tuple[torch.Tensor, dict]:
-    """A D step's forward: G's videos for the batch (no grad), and the Ds on them and on the real
-    ones: (L_D, the mean logits) (losses.d_loss)."""
-    with torch.no_grad():
-        x_fake = fake_batch(G, cfg, batch)
-    return d_loss(D_s, D_t, D_m, batch, x_fake, lambda_m, mismatch, r1, augment, aux_class)
-
-
-def g_forward(G, D_s, D_t, D_m, cfg: StageConfig, lambda_m: float, lambda_rec: float, augment: bool,
-              aux_class: float, batch: dict, adv: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, dict]:
-    """A G step's forward: G's videos with their graph, and L_G with its adversarial terms
-    weighted by adv (losses.g_loss; Ds None: the L1 term alone)."""
-    return g_loss(D_s, D_t, D_m, batch, fake_batch(G, cfg, batch), lambda_m, lambda_rec, augment, adv, aux_class)
-
-
-def adv_weight(step: int, fade: int, device: torch.device) -> torch.Tensor:
-    """min(1, step / fade), 1 without a fade: a 0-d tensor, so that a compiled G step takes it as an input."""
-    return torch.tensor(min(1.0, step / fade) if fade else 1.0, device=device)
 
 
 # -----------------------------------------------------------------------------
@@ -229,9 +195,6 @@ def train(args: argparse.Namespace) -> dict:
     if main and args.cpu_default:
         print(f"no GPU: training the CPU demo preset {args.preset!r} (docs/demo.md); --preset ssw-128 trains the "
               f"paper's 128x128 videos", flush=True)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN's convs use TF32 by default)
-        torch.backends.cudnn.benchmark = True        # a stage's shapes never change: pick conv kernels once
     torch.manual_seed(args.seed)  # the init; the steps' noise comes with their batches (WithNoise)
 
     # --- data: the stage's view (windowed, with its conditioning c) of the preset's clips
@@ -258,9 +221,8 @@ def train(args: argparse.Namespace) -> dict:
         if main:
             run.status.check_finite(step, run.nets)
             save_checkpoint(run.ckpt_path, ckpt)
-        how = f"{'done' if step >= args.max_iters else 'stopped'} at step {step}"
-        line = f"{how}: {run.ckpt_path}" if main else f"rank {rank}: {how}"
-        print(line + "\n", end="", flush=True)  # one write: under PYTHONUNBUFFERED, ranks' lines never interleave
+        how = f"{'done' if step >= args.max_iters else 'stopped'} at step {step}"  # in one write: no interleaving
+        print((f"{how}: {run.ckpt_path}" if main else f"rank {rank}: {how}") + "\n", end="", flush=True)
     distributed.teardown()
     return ckpt
 
@@ -275,12 +237,10 @@ class Run:
                  world: int, device: torch.device):
         self.args, self.cfg, self.device, self.main = args, cfg, device, rank == 0
         # --- models, optimizers, EMA
-        G, D_s, D_t, D_m = build_stage(cfg)
+        G, D_s, D_t, D_m = (m if m is None else m.to(device) for m in build_stage(cfg))
         if args.lambda_m == 0:
             D_m = None  # the ablation: D_m is not built, so nothing of it is in any graph
         self.Ds = Ds = [D for D in (D_s, D_t, D_m) if D is not None]
-        for m in [G, *Ds]:
-            m.to(device)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         if args.sync_bn and world > 1:  # same parameters and buffers, so checkpoints do not change
             G = cross_replica_bn(G)

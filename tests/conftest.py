@@ -1,10 +1,14 @@
 """Shared pytest setup: tests run on CPU, serially, with tiny shapes."""
+import os
+
 import pytest
 import torch
 
 from train import get_args, train
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
+if os.environ.get("SSW_FLUSH_DENORMAL") == "1":  # the portability check of docs/testing.md
+    torch.set_flush_denormal(True)
 
 EPS = torch.finfo(torch.float32).eps
 

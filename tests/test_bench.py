@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 
-import train
+import losses
+import models
 from bench import (PHASES, OpCount, compile_stats, get_args, gpu_table, profile, step_cost, step_time,
                    training_iteration)
 
@@ -95,13 +96,13 @@ def test_profile_counts_a_read_of_device_values_as_a_host_sync(monkeypatch, tmp_
     """An .item() of a tensor on the device, slipped into the EMA phase, is one host sync (on a
     GPU the host would wait there for all the work queued): counted on the meta device, where it
     has no value and gives a placeholder 0 so that the count completes."""
-    ema_update = train.ema_update
+    ema_update = models.ema_update
 
     def ema_update_and_read(G_ema, G, decay, step):
         ema_update(G_ema, G, decay, step)
         assert next(G.parameters()).sum().item() == 0.0
 
-    monkeypatch.setattr(train, "ema_update", ema_update_and_read)
+    monkeypatch.setattr(models, "ema_update", ema_update_and_read)
     path = tmp_path / "profile.json"
     profile(get_args(["profile", "--preset", "tiny", "--stage", "1", "--batch", "2", "--device", "meta",
                       "--json", str(path)]))
@@ -131,13 +132,13 @@ def test_ssw_128_steps_trace_without_graph_breaks(stage):
 def test_compile_stats_reports_a_graph_break(monkeypatch):
     """A step whose forward cannot be one graph (a branch on a tensor's value) is reported with
     its reason and line, not raised."""
-    d_forward = train.d_forward
+    d_forward = losses.d_forward
 
     def branching_d_forward(*args):
         loss, stats = d_forward(*args)
         return (loss if loss > 0 else -loss), stats
 
-    monkeypatch.setattr(train, "d_forward", branching_d_forward)
+    monkeypatch.setattr(losses, "d_forward", branching_d_forward)
     stats = compile_stats(training_iteration("tiny", 1, 2, torch.device("meta"), compile=True), iters=0)
     assert stats["graph_breaks"] == 1 and stats["recompiles"] is None
     assert "Data-dependent branching" in stats["break"] and "test_bench.py" in stats["break"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch._dynamo
 
+import losses
 import train
 from bench import random_batch
 from distributed import compiled_step, micro_batch, with_noise
@@ -27,10 +28,10 @@ class Stage:
         self.G, D_s, D_t, D_m = build_stage(cfg)
         self.Ds = [D for D in (D_s, D_t, D_m) if D is not None]
         self.opt_G, self.opt_D = train.optimizers(self.G, self.Ds, self.args)
-        self.d_step = compiled_step(train.d_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
+        self.d_step = compiled_step(losses.d_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
                                     self.args.lambda_m, False, self.args.r1, self.args.augment,
                                     self.args.aux_class)
-        self.g_step = compiled_step(train.g_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
+        self.g_step = compiled_step(losses.g_forward, compile, torch.device("cpu"), self.G, D_s, D_t, D_m, cfg,
                                     self.args.lambda_m, self.args.lambda_rec, self.args.augment,
                                     self.args.aux_class)
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import models
 import sample
 import train
 from data import StageExamples, SyntheticVideos, to_float, view
@@ -174,7 +175,7 @@ def test_refusals(checkpoints, tmp_path):
 @pytest.mark.parametrize("context", [0, 2, None])
 @torch.no_grad()
 def test_training_forward_is_a_sampling_chunk(context):
-    """A training example's fake window (train.fake_batch on StageExamples' item) equals what the
+    """A training example's fake window (models.fake_batch on StageExamples' item) equals what the
     sampler makes at that position from the whole video's view and noise: at the video's start,
     inside and at its end; with context 0, 2 and R (then also the whole-video pass). Windows
     that start on an even frame sit on the sampler's grid of conditioning frames."""
@@ -200,7 +201,7 @@ def test_training_forward_is_a_sampling_chunk(context):
         s = start // 2
         z_chunk = with_context(z_video, s, s + n, ctx)
         batch = {k: (v[None] if torch.is_tensor(v) else torch.tensor([v])) for k, v in item.items()}
-        x_train = train.fake_batch(G, cfg, {**batch, "z": z_chunk})
+        x_train = models.fake_batch(G, cfg, {**batch, "z": z_chunk})
         c_chunk = with_context(c_video, s, s + n, ctx)
         # The example's conditioning is the sampler's chunk at its position, mirrored past the
         # video's ends alike (rendering a few frames may round one pixel to the next grey

@@ -14,7 +14,7 @@ import torch
 import sample as sample_module
 import train as train_module
 from data import StageExamples, to_float, view
-from losses import d_hinge
+from losses import adv_weight, d_hinge
 from models import MatchingD, build_stage, stage_config
 from runfolder import load_checkpoint, read_log
 from test_data import same_up_to_rounding_flips
@@ -381,6 +381,6 @@ def test_regularizers_train_end_to_end_and_are_logged(tmp_path):
 
 def test_adv_fade_weights_the_game_in_over_its_steps():
     """--adv-fade N: the G step's adversarial weight is step / N, then 1; without it, 1."""
-    weights = [train_module.adv_weight(step, 4, torch.device("cpu")).item() for step in (0, 1, 4, 9)]
+    weights = [adv_weight(step, 4, torch.device("cpu")).item() for step in (0, 1, 4, 9)]
     assert weights == [0.0, 0.25, 1.0, 1.0]
-    assert train_module.adv_weight(0, 0, torch.device("cpu")).item() == 1.0
+    assert adv_weight(0, 0, torch.device("cpu")).item() == 1.0
