@@ -105,9 +105,7 @@ def test_profile_counts_the_ops_of_each_phase_and_compiles_each_step_once(stage,
 def test_profile_counts_a_read_of_device_values_as_a_host_sync(monkeypatch, tmp_path):
     """An .item() of a tensor on the device, slipped into the EMA phase, is one host sync (on a
     GPU the host would wait there for all the work queued): counted on the meta device, where it
-    has no value and gives a placeholder 0 so that the count completes. Stage 1's profile
-    otherwise counts as stage 2's does (the test above): every phase dispatches ops, the
-    optimizers' step counters are CPU scalars, and no other op waits for the device."""
+    has no value and gives a placeholder 0 so that the count completes."""
     ema_update = train.ema_update
 
     def ema_update_and_read(G_ema, G, decay, step):
@@ -120,6 +118,8 @@ def test_profile_counts_a_read_of_device_values_as_a_host_sync(monkeypatch, tmp_
                       "--json", str(path)]))
     r = json.loads(path.read_text())
     assert r["syncs"] == r["phases"]["EMA"]["syncs"] == 1
+    # stage 1's profile otherwise counts as stage 2's does (the test above): every phase
+    # dispatches ops, the optimizers' step counters are CPU scalars read without a sync
     assert all(r["phases"][p]["ops"] > 0 for p in PHASES)
     assert r["views"] > 0 and r["host"] > 0 and r["phases"]["opt_D.step"]["host"] > 0
 
