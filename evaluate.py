@@ -640,6 +640,22 @@ def training_minutes(records: list[dict]) -> list[float | None]:
     return minutes
 
 
+def start_minutes(run: Path) -> float:
+    """The training minutes a run's G had before its step 0: for a run that train.py --init-g
+    started from a checkpoint in another run's folder, that run's minutes at the checkpoint's step
+    (training_minutes); else 0. So a game started from an L1 run plots where the L1 run stood, at
+    the minutes both took together."""
+    config = run / "config.json"
+    init = json.loads(config.read_text())["args"].get("init_g") if config.exists() else None
+    log = Path(init).parent / "log.jsonl" if init else None
+    if log is None or not log.exists():
+        return 0.0
+    step = torch.load(init, map_location="cpu", weights_only=True)["step"]
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    before = [r for r in records if r["step"] <= step]
+    return training_minutes(before + [{"step": step}] + records[len(before):])[len(before)] or 0.0
+
+
 def ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """Round numbers 1, 2 or 5 times a power of ten apart, at most `count` steps of them from at
     or below lo to at or above hi (lo < hi): an axis's ticks, its first and last its ends."""
@@ -649,21 +665,21 @@ def ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return [round(k * step, 12) for k in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
 
 
-def curve_image(runs: list[tuple[str, list[dict]]]) -> Image.Image:
+def curve_image(runs: list[tuple[str, list[dict], float]]) -> Image.Image:
     """Each measure of CURVES in its panel, against training minutes (training_minutes), one
-    line per run (name, its log's records) in COLOURS, with numbered ticks, the measure's
+    line per run (name, its log's records, the minutes before its step 0) in COLOURS, with numbered ticks, the measure's
     reference values as dashed grey lines, and a legend of the runs beneath. Records whose value
     is None (no headroom to close; no classes to recognize) are left out."""
     font = ImageFont.load_default(size=13)
     img = Image.new("RGB", (2 * PANEL_W, 2 * PANEL_H + LEGEND_H), "white")
     draw = ImageDraw.Draw(img)
-    at = [training_minutes(records) for _, records in runs]
+    at = [[None if m is None else start + m for m in training_minutes(records)] for _, records, start in runs]
     x_ticks = ticks(0.0, max([m for ms in at for m in ms if m is not None] + [1.0]))
     for p, (key, title, references) in enumerate(CURVES):
         left, top = (p % 2) * PANEL_W, (p // 2) * PANEL_H
         x0, y0, x1, y1 = left + 60, top + 30, left + PANEL_W - 20, top + PANEL_H - 46  # the plot area
         lines = [[(m, r[key]) for m, r in zip(minutes, records) if m is not None and r.get(key) is not None]
-                 for minutes, (_, records) in zip(at, runs)]
+                 for minutes, (_, records, _) in zip(at, runs)]
         values = [v for line in lines for _, v in line] + references
         lo, hi = min(values), max(values)
         y_ticks = ticks(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)) if hi > lo else ticks(lo - 0.5, hi + 0.5)
@@ -696,7 +712,7 @@ def curve_image(runs: list[tuple[str, list[dict]]]) -> Image.Image:
         if not any(lines):
             draw.text(((x0 + x1) / 2, (y0 + y1) / 2), "no records", fill="grey", font=font, anchor="mm")
     x, y = 60, 2 * PANEL_H + 8
-    for k, (name, _) in enumerate(runs):  # the legend, in rows
+    for k, (name, *_) in enumerate(runs):  # the legend, in rows
         width = 22 + draw.textlength(name, font=font) + 24
         if x + width > img.width and x > 60:
             x, y = 60, y + 20
@@ -708,14 +724,15 @@ def curve_image(runs: list[tuple[str, list[dict]]]) -> Image.Image:
 
 def curves(argv: list[str]) -> Path:
     """`evaluate.py curve RUN [RUN ...] --out PNG`: the curve image of the runs (each labelled by
-    its folder's name, by the path given where two names are the same), written to --out."""
+    its folder's name, by the path given where two names are the same; one started by --init-g
+    from another run's checkpoint where that run stood: start_minutes), written to --out."""
     args = get_curve_args(argv)
     names = [Path(run).resolve().name for run in args.runs]
     names = names if len(set(names)) == len(names) else args.runs
     runs = []
     for name, run in zip(names, args.runs):
         with open(Path(run) / "log.jsonl") as f:
-            runs.append((name, [json.loads(line) for line in f if line.strip()]))
+            runs.append((name, [json.loads(line) for line in f if line.strip()], start_minutes(Path(run))))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     curve_image(runs).save(out)

@@ -462,8 +462,26 @@ def test_curve_draws_every_run(tmp_path, monkeypatch):
     colours = {colour for _, colour in image.getcolors(image.width * image.height)}
     assert {ImageColor.getrgb(c) for c in evaluate.COLOURS[:2]} | {ImageColor.getrgb("grey")} <= colours
     drawn = []
-    monkeypatch.setattr(evaluate, "curve_image", lambda runs: drawn.append([name for name, _ in runs]) or image)
+    monkeypatch.setattr(evaluate, "curve_image", lambda runs: drawn.append([name for name, *_ in runs]) or image)
     write_log(tmp_path / "c" / "stage1", 6.0, [0.1])
     evaluate.main(["curve", str(tmp_path / "b"), str(tmp_path / "a" / "stage1"), "--out", str(out)])
     evaluate.main(["curve", str(tmp_path / "a" / "stage1"), str(tmp_path / "c" / "stage1"), "--out", str(out)])
     assert drawn == [["b", "stage1"], [str(tmp_path / "a" / "stage1"), str(tmp_path / "c" / "stage1")]]
+
+
+def test_a_run_from_init_g_starts_where_its_init_stood(tmp_path):
+    """start_minutes: a run that --init-g started from a checkpoint of another run's folder begins
+    at that run's training minutes at the checkpoint's step (here 2 minutes of 6 s steps, then
+    10 steps of 3 s: 2.5 at step 30); a run from scratch, or from a checkpoint without a log
+    beside it, at 0."""
+    l1, game, lone = tmp_path / "l1", tmp_path / "game", tmp_path / "lone"
+    for run in (l1, game, lone):
+        run.mkdir()
+    records = [{"step": 20, "s_per_it": 6.0}, {"step": 40, "s_per_it": 3.0}, {"step": 60, "s_per_it": 3.0}]
+    (l1 / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    torch.save({"step": 30}, l1 / "ckpt-30.pt")
+    torch.save({"step": 30}, tmp_path / "ckpt-30.pt")
+    for run, init in ((game, l1 / "ckpt-30.pt"), (lone, tmp_path / "ckpt-30.pt"), (l1, None)):
+        (run / "config.json").write_text(json.dumps({"args": {"init_g": None if init is None else str(init)}}))
+    assert evaluate.start_minutes(game) == pytest.approx(2.5)
+    assert evaluate.start_minutes(lone) == evaluate.start_minutes(l1) == evaluate.start_minutes(tmp_path) == 0.0

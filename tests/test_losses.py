@@ -5,9 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from losses import LAMBDA_M, LAMBDA_REC, d_hinge, d_hinge_negative, d_loss, g_hinge, g_loss, translate
-from models import build_stage, stage_config
+from models import build_stage, fake_batch, stage_config
 from test_train import fixed_batch
-from train import fake_batch
 
 
 def test_d_hinge_by_hand():

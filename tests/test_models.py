@@ -10,8 +10,7 @@ from conftest import assert_close_at_scale, max_abs
 from data import view
 from distributed import micro_batch, spectral_norm_once, spectral_norms
 from losses import d_loss, g_loss
-from models import GRU, PRESETS, G1, GBlock, Gup, build_stage, ground, stage_config, upsample
-from train import fake_batch
+from models import GRU, PRESETS, G1, GBlock, Gup, build_stage, fake_batch, ground, stage_config, upsample
 
 
 def tiny(stage: int, **kw):
