@@ -348,9 +348,8 @@ def loop(run: Run, stop: Stop) -> int:
 
 
 class Bookkeeping:
-    """Rank 0's work between steps, each part when due (every N steps, or every so many seconds):
-    the status line, a sample grid from the fixed inputs, the scores, a checkpoint. The time it
-    takes is set aside, so s/it counts training alone."""
+    """Rank 0's work between steps, each when due (every N steps or so many seconds): the status
+    line, a sample grid, a checkpoint, the scores; its time set aside: s/it counts training alone."""
 
     def __init__(self, run: Run):
         self.run, self.step0, args = run, run.step, run.args
@@ -368,11 +367,11 @@ class Bookkeeping:
             path = os.path.join(args.out, "samples", f"step{step:07d}.gif")
             with run.autocast:
                 status.samples(step, path, write_samples(path, run.nets["G_ema"], run.cfg, run.fixed))
-        self.score(step)
         if self.ckpt_due(step):
             status.check_finite(step, run.nets)  # never a checkpoint of a diverged run
             save_checkpoint(run.ckpt_path, train_state(step, run.nets, run.opts, run.device, args, run.cfg))
         status.set_aside(time.time() - t_aside)
+        self.score(step)
 
     def score(self, step: int) -> None:
         """G_ema's scores due at `step`, each logged with its cost (s/it leaves it out): --fvd-every's
@@ -384,6 +383,7 @@ class Bookkeeping:
             if every and step % every == 0:
                 t0 = time.time()
                 log(step, scores(*inputs), args.fvd_n, time.time() - t0)
+                run.status.set_aside(time.time() - t0)
 
 
 if __name__ == "__main__":

@@ -282,11 +282,18 @@ def test_grounded_is_part_of_the_stage_config():
     assert on.grounded and not off.grounded and on != off
 
 
-def test_status_seconds_per_step_leave_out_samples_and_checkpoints(tmp_path, monkeypatch):
+def test_status_seconds_per_step_leave_out_samples_checkpoints_and_scores(tmp_path, monkeypatch):
     """s/it times training alone (study.py plans from it): a sample grid and a checkpoint after
     every step, each made to take half a second, do not show in it: counted, they would make
-    every s/it after the first at least 1 s, twice the bound (a tiny step takes ~0.15 s)."""
+    every s/it after the first at least 1 s, twice the bound (a tiny step takes ~0.15 s). Nor do
+    the scores (--score-every): the start's, at step 0, made to take 2 s, would make the first s/it
+    2 s or more, against a bound of 1."""
     slow = 0.5
+
+    def slow_scores(*args):
+        time.sleep(4 * slow)
+        return {"recognizability": None, "detail_s": 1.0, "detail_t": 1.0}
+
     real_write, real_save = train_module.write_samples, train_module.save_checkpoint
 
     def slow_write(*args):
@@ -299,9 +306,13 @@ def test_status_seconds_per_step_leave_out_samples_and_checkpoints(tmp_path, mon
 
     monkeypatch.setattr(train_module, "write_samples", slow_write)
     monkeypatch.setattr(train_module, "save_checkpoint", slow_save)
-    run(tmp_path, "--sample-every", "1", "--ckpt-every", "1", iters=3)
-    steps = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "s_per_it" in r]
+    monkeypatch.setattr(train_module, "quick_scores", slow_scores)
+    run(tmp_path, "--sample-every", "1", "--ckpt-every", "1", "--score-every", "100", iters=3)
+    records = read_log(tmp_path / "run" / "log.jsonl")
+    assert [r["step"] for r in records if "detail_s" in r] == [0]
+    steps = [r for r in records if "s_per_it" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
+    assert steps[0]["s_per_it"] < 2 * slow, steps  # the start's score (4 x slow) before step 1
     assert all(r["s_per_it"] < slow for r in steps[1:]), steps  # 2 x slow of bookkeeping before each
 
 
