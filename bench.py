@@ -46,7 +46,7 @@ import fvd
 import losses
 import models
 import sample
-import train  # the real fake batch and losses, not copies
+import train  # train.py's own flags, config and optimizers, not copies
 from data import StageExamples, SyntheticVideos, view
 from distributed import example_noise, micro_batch, with_noise
 from models import G1, PRESETS, Gup, build_stage, stage_config

@@ -667,8 +667,9 @@ def ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 def curve_image(runs: list[tuple[str, list[dict], float]]) -> Image.Image:
     """Each measure of CURVES in its panel, against training minutes (training_minutes), one
-    line per run (name, its log's records, the minutes before its step 0) in COLOURS, with numbered ticks, the measure's
-    reference values as dashed grey lines, and a legend of the runs beneath. Records whose value
+    line per run (name, its log's records, the minutes before its step 0) in COLOURS, with
+    numbered ticks, the measure's reference values as dashed grey lines, and a legend of the runs
+    beneath. Records whose value
     is None (no headroom to close; no classes to recognize) are left out."""
     font = ImageFont.load_default(size=13)
     img = Image.new("RGB", (2 * PANEL_W, 2 * PANEL_H + LEGEND_H), "white")
