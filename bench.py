@@ -15,6 +15,8 @@
     python bench.py data                 # training examples/s per DataLoader worker
     python bench.py i3d                  # FVD's I3D: clips/s at 16x224x224
     python bench.py learn --stage 3      # can the Ds tell real videos from the stage's untrained start?
+    python bench.py see --preset demo    # can D_s's trunk see the data's classes? held-out accuracy of
+                                         # its class head, trained alone on real videos
 
 `cost` and `profile` run on the meta device: shapes only, no arithmetic, so they are exact and
 take seconds on any machine. `step`, `sample` and `gpu-table` measure the machine they run on (say
@@ -24,6 +26,7 @@ import argparse
 import collections
 import contextlib
 import copy
+import dataclasses
 import functools
 import gc
 import json
@@ -119,6 +122,16 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     lrn.add_argument("--lr-d", type=float, default=None, help="default: train.py's")
     lrn.add_argument("--flags", default="", help="more train.py flags, e.g. '--d-pool sum --d-ch 16'")
     lrn.add_argument("--json", default=None, help="also write the curve here")
+    see = sub.add_parser("see", help="can D_s's trunk see the classes? its class head (--aux-class's) trained "
+                                     "alone on real videos, held-out accuracy")
+    see.add_argument("--preset", default="demo")
+    see.add_argument("--stage", type=int, default=1)
+    see.add_argument("--steps", type=int, default=800)
+    see.add_argument("--batch", type=int, default=16)
+    see.add_argument("--n-train", type=int, default=2048, help="fixed training videos")
+    see.add_argument("--n-val", type=int, default=512, help="held-out videos scored")
+    see.add_argument("--lr-d", type=float, default=None, help="default: train.py's")
+    see.add_argument("--flags", default="", help="more train.py flags, e.g. '--d-pool max --d-ch 32'")
     one = sub.add_parser("sample-one", help=argparse.SUPPRESS)  # one length, in a fresh process
     one.add_argument("--preset")
     one.add_argument("--frames", type=int)
@@ -858,7 +871,58 @@ def learn(args: argparse.Namespace) -> None:
             json.dump({"preset": args.preset, "stage": args.stage, "flags": flags, "curve": curve}, f, indent=1)
 
 
+def class_curve(preset: str, stage: int, steps: int = 800, batch: int = 16, n_train: int = 2048,
+                n_val: int = 512, lr_d: float | None = None, flags: tuple[str, ...] = (), every: int = 200,
+                seed: int = 0) -> list[dict]:
+    """What D_s's trunk can learn to see: D_s (train.py's flags, optimizer and D learning rate)
+    with its auxiliary class head, trained on the cross-entropy of the classes of n_train fixed
+    real training examples alone, no game; every `every` steps the accuracy on n_val held-out
+    ones (chance 1/classes). The shapes a D cannot tell apart, it cannot ask G to draw: a slow
+    curve here is a slow game. Returns [{"step", "loss", "acc"}]."""
+    args = train.get_args(["--preset", preset, "--stage", str(stage), "--seed", str(seed), *flags])
+    lr_d = args.lr_d if lr_d is None else lr_d
+    torch.manual_seed(seed)
+    cfg = train.resolve_config(args, train.make_clips(args, stage_config(preset, stage)).num_classes)
+    D_s = models.SpatialD(dataclasses.replace(cfg, d_classify=True))
+
+    def examples(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clips = train.make_clips(args, cfg, split=split)
+        ex = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=seed, crop=cfg.crop)
+        items = [ex[i] for i in range(n)]
+        return torch.stack([it["x"] for it in items]), torch.tensor([it["y"] for it in items])
+
+    (x, y), (x_val, y_val) = examples("train", n_train), examples("val", n_val)
+    opt = torch.optim.Adam(D_s.parameters(), lr=lr_d, betas=(0.0, 0.999))
+    g = torch.Generator().manual_seed(seed)
+    curve = []
+    for step in range(1, steps + 1):
+        i = torch.randint(0, n_train, (batch,), generator=g)
+        loss = torch.nn.functional.cross_entropy(D_s(x[i], y[i], classes=True)[1], y[i])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % every == 0 or step == steps:
+            with torch.no_grad():
+                logits = torch.cat([D_s(x_val[k:k + 64], y_val[k:k + 64], classes=True)[1]
+                                    for k in range(0, n_val, 64)])
+            curve.append({"step": step, "loss": round(loss.item(), 4),
+                          "acc": round((logits.argmax(1) == y_val).float().mean().item(), 3)})
+    return curve
+
+
+def see(args: argparse.Namespace) -> None:
+    """The class curve of one stage's D_s, printed."""
+    flags = tuple(args.flags.split()) if args.flags else ()
+    curve = class_curve(args.preset, args.stage, args.steps, args.batch, args.n_train, args.n_val, args.lr_d, flags)
+    print(f"{args.preset} stage {args.stage}: D_s's class head alone on real videos, batch {args.batch}, "
+          f"{args.n_train} training / {args.n_val} held-out" + (f", flags {' '.join(flags)}" if flags else ""))
+    print("| step | " + " | ".join(str(r["step"]) for r in curve) + " |")
+    print("|---|" + "---|" * len(curve))
+    print("| held-out accuracy | " + " | ".join(f"{r['acc']:.3f}" for r in curve) + " |")
+
+
 if __name__ == "__main__":
     a = get_args()
     {"cost": cost, "profile": profile, "gpu-table": gpu_table, "step": step_time, "sample": sample_sweep,
-     "data": data_speed, "i3d": i3d_speed, "learn": learn, "sample-one": sample_one}[a.cmd](a)
+     "data": data_speed, "i3d": i3d_speed, "learn": learn, "see": see,
+     "sample-one": sample_one}[a.cmd](a)

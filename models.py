@@ -46,7 +46,7 @@ class StageConfig:
     context: int = 0              # stages >= 2: conditioning frames of context each side of a window
     grounded: bool = False        # stages >= 2: Gup's output projected onto view(x, 2, 2) == c (ground)
     d_ch: int | None = None       # the Ds' base width (d_mults multiply it); None: ch, as G's
-    d_pool: str = "mean"          # how the Ds' heads pool features over pixels and frames: "mean" or "sum"
+    d_pool: str = "mean"          # how the Ds' heads pool features over pixels and frames: "mean", "sum" or "max"
     crop: int | None = None       # stages >= 2: train on crop x crop patches of the window; None: whole frames
     g1_margin: int | None = None  # stage 1: frames G1 makes and drops each side; None: its convs' radius (G1.margin)
     d_classify: bool = False      # D_s and D_t also classify what they see (AC-GAN's auxiliary head, --aux-class)
@@ -610,11 +610,15 @@ class ProjectionHead(nn.Module):
 
 
 def head_pool(h: torch.Tensor, dims: tuple[int, ...], how: str) -> torch.Tensor:
-    """A discriminator head's pooling over pixels (and frames): "mean" (the default) or "sum"
-    (BigGAN's, DVD-GAN's). A sum makes a logit's scale grow with the number of positions, and
-    with it the logit's spread across videos from their content; the real-vs-fake signal a D
+    """A discriminator head's pooling over pixels (and frames): "mean" (the default), "sum"
+    (BigGAN's, DVD-GAN's) or "max". A sum makes a logit's scale grow with the number of positions,
+    and with it the logit's spread across videos from their content; the real-vs-fake signal a D
     must find in an upscaler's start is small (a few grey levels), and under the sum a D trained
-    against that start stays at chance (DESIGN.md section 3; docs/measured.md)."""
+    against that start stays at chance (DESIGN.md section 3; docs/measured.md). A max asks whether
+    a feature shows anywhere, as a shape does in a scene: D_s's trunk learns the demo's shapes
+    faster under it than under the mean (docs/demo.md, "What D_s can see")."""
+    if how == "max":
+        return h.amax(dim=dims)
     return h.mean(dim=dims) if how == "mean" else h.sum(dim=dims)
 
 
@@ -636,18 +640,19 @@ class SpatialD(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, frames: torch.Tensor | None = None,
                 classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """frames (B, k): which frames of each video to score (train.py draws them per example);
+        """frames (B, k'): which frames of each video to score (train.py draws k per example);
         None: k distinct frames drawn here. classes: also the class logits (B, classes), the
         mean of the k frames' (cfg.d_classify)."""
         B, C, T, H, W = x.shape
-        k = min(self.k, T)
+        k = min(self.k, T) if frames is None else frames.shape[1]
         idx = torch.rand(B, T, device=x.device).argsort(dim=1)[:, :k] if frames is None else frames  # (B, k)
         frames = x.gather(2, idx.view(B, 1, k, 1, 1).expand(B, C, k, H, W))  # (B, C, k, H, W)
         h = frames.transpose(1, 2).reshape(B * k, C, H, W)                   # (B*k, C, H, W)
         for block in self.blocks:
             h = block(h)
         h = head_pool(F.relu(h), (2, 3), self.pool)                               # (B*k, C')
-        score = head_pool(self.head(h, y.repeat_interleave(k)).view(B, k), (1,), self.pool)  # (B,)
+        frames_pool = "mean" if self.pool == "max" else self.pool  # a video's score: all k frames'
+        score = head_pool(self.head(h, y.repeat_interleave(k)).view(B, k), (1,), frames_pool)  # (B,)
         return (score, self.head.classify(h).view(B, k, -1).mean(1)) if classes else score
 
 

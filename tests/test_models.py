@@ -10,7 +10,8 @@ from conftest import assert_close_at_scale, max_abs
 from data import view
 from distributed import micro_batch, spectral_norm_once, spectral_norms
 from losses import d_loss, g_loss
-from models import GRU, PRESETS, G1, GBlock, Gup, build_stage, fake_batch, ground, stage_config, upsample
+from models import (GRU, PRESETS, G1, GBlock, Gup, SpatialD, build_stage, fake_batch, ground, head_pool,
+                    stage_config, upsample)
 
 
 def tiny(stage: int, **kw):
@@ -317,3 +318,25 @@ def test_g1_makes_its_margin_frames_and_keeps_the_video(margin):
     assert G(z, y).shape[2] == cfg.out_frames
     assert G.margin == (3 if margin is None else margin)
     assert seen == [cfg.out_frames + 2 * G.margin]
+
+
+@pytest.mark.parametrize("pool", ["mean", "sum", "max"])
+def test_spatial_d_pools_its_frames_scores_and_positions_as_told(pool):
+    """D_s scores a video by pooling its k frames' scores: their mean under "mean" and "max"
+    (max pools positions, not frames), their sum under "sum"; one frame's score pools its
+    features over positions, so under "max" one feature lit at one position counts in full
+    where the mean divides it by the positions."""
+    torch.manual_seed(0)
+    cfg = replace(stage_config("demo", 1), num_classes=5, d_pool=pool)
+    D = SpatialD(cfg).eval()  # eval: no power iteration between the calls compared
+    x, y = torch.rand(2, 3, 8, 16, 16) * 2 - 1, torch.tensor([1, 3])
+    with torch.no_grad():
+        both = D(x, y, frames=torch.tensor([[2, 5], [0, 7]]))
+        one = [D(x, y, frames=torch.tensor([[2], [0]])), D(x, y, frames=torch.tensor([[5], [7]]))]
+    expected = one[0] + one[1] if pool == "sum" else (one[0] + one[1]) / 2
+    assert_close_at_scale(both, expected)
+    h = torch.zeros(1, 4, 4, 4)
+    h[0, 1, 2, 3] = 8.0                              # one feature, one position of 16
+    pooled = head_pool(h, (2, 3), pool)
+    assert pooled[0, 1].item() == {"mean": 0.5, "sum": 8.0, "max": 8.0}[pool]
+    assert pooled[0, [0, 2, 3]].abs().sum().item() == 0
