@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+import evaluate
 from train import get_args, train
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
@@ -47,3 +48,12 @@ def checkpoints(tmp_path_factory) -> list[str]:
                         "--workers", "0", "--out", str(out)]))
         paths.append(str(out / "ckpt.pt"))
     return paths
+
+
+@pytest.fixture
+def brief_heldout(monkeypatch):
+    """recognizer() measures its held-out real accuracy on 16 videos, not 256: for the tests whose
+    claims do not hang on it (a stage's scores never read it; rendering and classifying the 256
+    were about a quarter of a tiny stage-3 run's time with --fvd-every)."""
+    recognizer = evaluate.recognizer
+    monkeypatch.setattr(evaluate, "recognizer", lambda *args: recognizer(*args, n_heldout=16))

@@ -24,14 +24,6 @@ CPU = torch.device("cpu")
 fvd_video_features = fvd.video_features
 
 
-@pytest.fixture
-def brief_heldout(monkeypatch):
-    """recognizer() measures its held-out real accuracy on 16 videos, not 256: for the tests whose
-    claims do not hang on it."""
-    recognizer = evaluate.recognizer
-    monkeypatch.setattr(evaluate, "recognizer", lambda *args: recognizer(*args, n_heldout=16))
-
-
 def test_seam_error_by_hand():
     """Frames 0,1,2 | 3,4,5 (a jump of 4 at the seam, steps of 1 inside): ratio 4."""
     x = torch.tensor([0.0, 1, 2, 6, 7, 8]).view(1, 1, 6, 1, 1)
