@@ -99,7 +99,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grounded", action=argparse.BooleanOptionalAction, default=True,
                    help="stages >= 2: Gup's output grounded on c by construction (models.ground)")
     p.add_argument("--d-ch", type=int, help="base width of D_s, D_t and D_m (default: the preset's, G's)")
-    p.add_argument("--d-pool", choices=["mean", "sum", "max"], help="how the Ds' heads pool positions (default: the preset's)")
+    p.add_argument("--d-pool", choices=["mean", "sum", "max"], help="how the Ds pool positions (default: the preset's)")
     p.add_argument("--lambda-m", type=float, default=LAMBDA_M, help="stages >= 2: weight of D_m (0 removes D_m)")
     p.add_argument("--lambda-rec", type=float, help="stages >= 2: weight of the L1 term " + recipe % Recipe.lambda_rec)
     p.add_argument("--r1", type=float, help="gamma of the R1 penalty on D_s and D_t " + recipe % Recipe.r1)
