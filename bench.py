@@ -802,6 +802,15 @@ def held_out_scores(Ds: dict, real: dict, fake: torch.Tensor, frames: torch.Tens
                    "pair": (r > f).float().mean().item()} for name, (r, f) in logits.items()}
 
 
+def real_examples(args: argparse.Namespace, cfg, split: str, n: int, seed: int) -> dict:
+    """Items 0 .. n-1 of the built-in data's `split` as train.py's loader makes them for stage
+    cfg (StageExamples), collated: {"x", "y"} and, for an upscaler, {"c", "c_context"}."""
+    clips = train.make_clips(args, cfg, split=split)
+    ex = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=seed, crop=cfg.crop)
+    real = torch.utils.data.default_collate([ex[i] for i in range(n)])
+    return {k: v for k, v in real.items() if k in ("x", "y", "c", "c_context")}
+
+
 def learnability(preset: str, stage: int, steps: int = 300, batch: int = 16, n_train: int = 640,
                  n_val: int = 128, lr_d: float | None = None, flags: tuple[str, ...] = (),
                  every: int = 50, seed: int = 0) -> list[dict]:
@@ -820,10 +829,7 @@ def learnability(preset: str, stage: int, steps: int = 300, batch: int = 16, n_t
     g = torch.Generator().manual_seed(seed)
 
     def examples(split: str, n: int) -> tuple[dict, torch.Tensor]:
-        clips = train.make_clips(args, cfg, split=split)
-        ex = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=seed, crop=cfg.crop)
-        real = torch.utils.data.default_collate([ex[i] for i in range(n)])
-        real = {k: v for k, v in real.items() if k in ("x", "y", "c", "c_context")}
+        real = real_examples(args, cfg, split, n, seed)
         if cfg.stage == 1:
             real["z"] = torch.randn(n, cfg.out_frames, cfg.z_dim, generator=g)
         else:
@@ -885,13 +891,8 @@ def class_curve(preset: str, stage: int, steps: int = 800, batch: int = 16, n_tr
     cfg = train.resolve_config(args, train.make_clips(args, stage_config(preset, stage)).num_classes)
     D_s = models.SpatialD(dataclasses.replace(cfg, d_classify=True))
 
-    def examples(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        clips = train.make_clips(args, cfg, split=split)
-        ex = StageExamples(clips, cfg.view_s, cfg.view_t, cfg.window, cfg.context, seed=seed, crop=cfg.crop)
-        items = [ex[i] for i in range(n)]
-        return torch.stack([it["x"] for it in items]), torch.tensor([it["y"] for it in items])
-
-    (x, y), (x_val, y_val) = examples("train", n_train), examples("val", n_val)
+    real, held_out = real_examples(args, cfg, "train", n_train, seed), real_examples(args, cfg, "val", n_val, seed)
+    x, y, x_val, y_val = real["x"], real["y"], held_out["x"], held_out["y"]
     opt = torch.optim.Adam(D_s.parameters(), lr=lr_d, betas=(0.0, 0.999))
     g = torch.Generator().manual_seed(seed)
     curve = []
