@@ -50,6 +50,7 @@ class StageConfig:
     crop: int | None = None       # stages >= 2: train on crop x crop patches of the window; None: whole frames
     g1_margin: int | None = None  # stage 1: frames G1 makes and drops each side; None: its convs' radius (G1.margin)
     d_classify: bool = False      # D_s and D_t also classify what they see (AC-GAN's auxiliary head, --aux-class)
+    g1_class_input: bool = False  # stage 1: embed(y) joins the GRU's state in G1's first affine (DVD-GAN's [z; e(y)])
 
     @property
     def out_frames(self) -> int:
@@ -378,7 +379,9 @@ class G1(nn.Module):
     GBlocks then double H and W up to the output size. Drawing a longer z makes a longer video,
     as DVD-GAN unrolls its generator for longer (the first frames do not change: the GRU is
     causal). z[:, 0] doubles as BigGAN's hierarchical latent: its chunks, with embed(y),
-    drive each GBlock's conditional BN.
+    drive each GBlock's conditional BN. With cfg.g1_class_input, embed(y) also enters the
+    affine that makes each frame's 4x4 base, as DVD-GAN's [z; e(y)] does: the class can then
+    place the object's layout, not only scale and shift the features BN normalises.
 
     No start-up transient: G1 makes `margin` more frames on each side of the video and drops
     them, their latents mirroring the sequence's first and last (frame -k takes z[:, k]). So the
@@ -393,9 +396,10 @@ class G1(nn.Module):
             f"G1 needs out_size = 4 * 2^k and k+1 g_mults, got {cfg.out_size}, {cfg.g_mults}"
         chs = [cfg.ch * m for m in cfg.g_mults]
         self.z_dim, self.base_ch, self.n_blocks, self.g1_margin = cfg.z_dim, chs[0], n_blocks, cfg.g1_margin
+        self.class_input = cfg.g1_class_input
         self.embed = nn.Embedding(cfg.classes, cfg.z_dim)
         self.gru = GRU(cfg.z_dim)
-        self.linear = sn(nn.Linear(cfg.z_dim, chs[0] * 4 * 4))
+        self.linear = sn(nn.Linear(cfg.z_dim * (2 if self.class_input else 1), chs[0] * 4 * 4))
         assert cfg.z_dim % n_blocks == 0, f"G1: z_dim {cfg.z_dim} must split into {n_blocks} chunks"
         z_chunk = cfg.z_dim // n_blocks
         self.blocks = nn.ModuleList(
@@ -422,6 +426,8 @@ class G1(nn.Module):
         T2 = T + 2 * m
         e = self.embed(y)                                       # (B, z_dim)
         h = self.gru(z[:, mirror])                              # (B, T + 2m, z_dim)
+        if self.class_input:
+            h = torch.cat([h, e[:, None].expand(B, T2, -1)], dim=2)  # (B, T + 2m, 2 z_dim)
         x = self.linear(h).view(B, T2, self.base_ch, 4, 4)      # (B, T + 2m, C, 4, 4)
         x = x.permute(0, 2, 1, 3, 4)                            # (B, C, T + 2m, 4, 4)
         chunks = z[:, 0].chunk(self.n_blocks, dim=1)            # n_blocks x (B, z_dim / n_blocks)

@@ -107,6 +107,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="D_s and D_t see translated videos (DiffAugment) " + recipe % Recipe.augment)
     p.add_argument("--aux-class", type=float, help="weight of the Ds' class head (AC-GAN) " + recipe % Recipe.aux_class)
     p.add_argument("--adv-fade", type=int, default=0, help="stages >= 2: G's adversarial terms faded in over N steps")
+    p.add_argument("--g1-class-input", action=argparse.BooleanOptionalAction, help="stage 1: y enters G1's base too")
     p.add_argument("--g1-margin", type=int, help="stage 1: frames G1 makes and drops each side (default: the preset's)")
     p.add_argument("--mismatch-negatives", action="store_true", help="D_m also sees mismatched real pairs, as fakes")
     p.add_argument("--seed", type=int, default=0, help="seeds init, noise and data order")
@@ -141,8 +142,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch_size is None:
         args.batch_size = 32 if gpu else 2
     if args.r1 and args.compile:
-        p.error("--r1 with --compile: the penalty differentiates D's gradient, which torch.compile "
-                "does not (double backward); drop one")
+        p.error("--r1 with --compile: the penalty differentiates D's gradient, which torch.compile does not; drop one")
     if not args.adversarial:
         if args.stage == 1:
             p.error("--no-adversarial is for the upscalers (stages >= 2): stage 1 has no L1 term to train on")
@@ -160,7 +160,7 @@ def make_clips(args: argparse.Namespace, cfg: StageConfig, split: str = "train")
 def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
     """The preset's row for the stage, with the flags that change the networks applied."""
     overrides = {"num_classes": num_classes, "d_classify": args.aux_class > 0}
-    for name in ("frame_stride", "window", "crop", "g1_margin", "d_ch", "d_pool"):  # None: the preset's
+    for name in ("frame_stride", "window", "crop", "g1_margin", "g1_class_input", "d_ch", "d_pool"):  # None: preset's
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup

@@ -320,6 +320,25 @@ def test_g1_makes_its_margin_frames_and_keeps_the_video(margin):
     assert seen == [cfg.out_frames + 2 * G.margin]
 
 
+@pytest.mark.parametrize("class_input", [False, True])
+def test_g1_class_input_places_the_class_in_the_base(class_input):
+    """cfg.g1_class_input: embed(y) enters the affine that makes each frame's 4x4 base, so two
+    classes drawn from the same z start from different bases; without it the base is the
+    latents' alone and the class arrives later, through the GBlocks' conditional BN."""
+    torch.manual_seed(0)
+    cfg = tiny(1, g1_class_input=class_input)
+    G = G1(cfg).eval()
+    bases = []
+    G.linear.register_forward_hook(lambda module, args, out: bases.append(out))
+    z = torch.randn(1, cfg.out_frames, cfg.z_dim).expand(2, -1, -1)
+    with torch.no_grad():
+        x = G(z, torch.tensor([0, 2]))
+    assert G.linear.in_features == cfg.z_dim * (2 if class_input else 1)
+    gap = max_abs(bases[0][0] - bases[0][1])
+    assert (gap > 1e-3 * max_abs(bases[0])) if class_input else gap == 0
+    assert max_abs(x[0] - x[1]) > 0  # the class still reaches the video either way
+
+
 @pytest.mark.parametrize("pool", ["mean", "sum", "max"])
 def test_spatial_d_pools_its_frames_scores_and_positions_as_told(pool):
     """D_s scores a video by pooling its k frames' scores: their mean under "mean" and "max"
