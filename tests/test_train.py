@@ -165,7 +165,7 @@ def launch(out, *extra, workers=0, torchrun=False):
     cmd = [sys.executable, *launcher, "train.py", "--preset", "tiny", "--stage", "1", "--batch-size", "2",
            "--workers", str(workers), "--max-iters", "100000", "--log-every", "1", "--device", "cpu",
            "--out", str(out), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}  # as conftest's torch.set_num_threads(2): same numbers
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # conftest's threads: the same sums
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
