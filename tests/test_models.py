@@ -334,8 +334,9 @@ def test_g1_class_input_places_the_class_in_the_base(class_input):
     with torch.no_grad():
         x = G(z, torch.tensor([0, 2]))
     assert G.linear.in_features == cfg.z_dim * (2 if class_input else 1)
-    gap = max_abs(bases[0][0] - bases[0][1])
-    assert (gap > 1e-3 * max_abs(bases[0])) if class_input else gap == 0
+    gap, scale = max_abs(bases[0][0] - bases[0][1]), max_abs(bases[0])
+    # without the class the two rows are one computation, apart from how a CPU's matmul tiles them
+    assert (gap > 1e-3 * scale) if class_input else gap <= 128 * torch.finfo(torch.float32).eps * scale
     assert max_abs(x[0] - x[1]) > 0  # the class still reaches the video either way
 
 
