@@ -121,7 +121,7 @@ PRESETS: dict[str, list[StageConfig]] = {
     ],
     "demo": [
         StageConfig("demo", 1, 32, 64, view_s=4, view_t=4, window=None, ch=16,
-                    g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=32, d_frames=4, g1_margin=1),
+                    g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=32, d_frames=4, g1_margin=1, d_pool="max"),
         StageConfig("demo", 2, 32, 64, view_s=2, view_t=2, window=8, ch=16,
                     g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=4, d_frames=4, crop=16),
         StageConfig("demo", 3, 32, 64, view_s=1, view_t=1, window=8, ch=8,

@@ -58,9 +58,9 @@ class Recipe:
 
 
 # A preset without a row trains every stage with Recipe(). The demo's steps are those of its
-# chain in checkpoints/: what 57, 10 and 10 minutes gave on a 2-core CPU (docs/demo.md).
+# chain in checkpoints/: what 60, 10 and 10 minutes gave on a 2-core CPU (docs/demo.md).
 RECIPES: dict[str, list[Recipe]] = {
-    "demo": [Recipe(batch_size=16, max_iters=5051, lr_g=5e-4, lr_d=5e-4, d_steps=1),
+    "demo": [Recipe(batch_size=16, max_iters=3250, lr_g=5e-4, lr_d=5e-4, d_steps=2),
              Recipe(batch_size=16, max_iters=421, lr_g=5e-4, lr_d=5e-4, d_steps=1),
              Recipe(batch_size=16, max_iters=144, lr_g=5e-4, lr_d=5e-4, d_steps=1)],
 }
