@@ -88,9 +88,12 @@ def free_ports(n):
     return ports
 
 
-def ddp_worker(rank, world, ports, runs, report_dir):
-    """One rank (gloo, as torchrun would set it up) running train() once per run, in order;
-    saves each run's final state and the files this rank opened for writing under runs/."""
+def ddp_worker(rank, world, ports, runs, alone, report_dir):
+    """One rank (gloo, as torchrun would set it up) running train() once per run of `runs`, in
+    order; then, as a process of its own (no process group), the runs of alone[rank]: the
+    single-process references, trained two at a time on the two processes, at the ranks' one
+    thread (the same kernels, so float noise is not amplified). Saves each run's final state and
+    the files this process had opened for writing under runs/ by then."""
     os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     written = []
@@ -104,12 +107,17 @@ def ddp_worker(rank, world, ports, runs, report_dir):
         elif event == "os.mkdir":
             written.append(str(args[0]))
 
+    def save(name, state):
+        ours = [p for p in written if p.startswith(os.path.join(report_dir, "runs"))]
+        torch.save({"state": state, "written": ours}, os.path.join(report_dir, f"{name}.rank{rank}.pt"))
+
     sys.addaudithook(audit)
     for port, (name, argv) in zip(ports, runs):
         os.environ["MASTER_PORT"] = str(port)
-        state = train(get_args(argv))
-        ours = [p for p in written if p.startswith(os.path.join(report_dir, "runs"))]
-        torch.save({"state": state, "written": ours}, os.path.join(report_dir, f"{name}.rank{rank}.pt"))
+        save(name, train(get_args(argv)))
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")  # one process: no process group
+    for name, argv in alone[rank]:
+        save(name, train(get_args(argv)))
 
 
 def tiny_argv(tmp_path, name, *extra, iters=3, batch=2):
@@ -145,16 +153,13 @@ def test_ddp_equals_one_big_batch_and_grad_accum(tmp_path):
     runs = [("ddp", tiny_argv(tmp_path, "ddp")), ("sync", tiny_argv(tmp_path, "sync", "--sync-bn")),
             ("resumed", tiny_argv(tmp_path, "resumed", iters=2)), ("resumed", tiny_argv(tmp_path, "resumed")),
             ("compiled", tiny_argv(tmp_path, "compiled", "--sync-bn", "--compile"))]
-    torch.multiprocessing.spawn(ddp_worker, args=(2, free_ports(len(runs)), runs, str(tmp_path)), nprocs=2)
+    alone = [[("init", tiny_argv(tmp_path, "init", iters=0)), ("big", tiny_argv(tmp_path, "big", batch=4))],
+             [("accum", tiny_argv(tmp_path, "accum", "--grad-accum", "2"))]]  # after the DDP runs, one per process
+    torch.multiprocessing.spawn(ddp_worker, args=(2, free_ports(len(runs)), runs, alone, str(tmp_path)), nprocs=2)
     got = {(name, r): torch.load(tmp_path / f"{name}.rank{r}.pt", weights_only=True)
            for name in ("ddp", "sync", "resumed", "compiled") for r in (0, 1)}
-    torch.set_num_threads(1)  # as each rank: the same kernels, so float noise is not amplified
-    try:
-        init = train(get_args(tiny_argv(tmp_path, "init", iters=0)))
-        big = train(get_args(tiny_argv(tmp_path, "big", batch=4)))
-        accum = train(get_args(tiny_argv(tmp_path, "accum", "--grad-accum", "2")))
-    finally:
-        torch.set_num_threads(2)
+    init, big, accum = (torch.load(tmp_path / f"{name}.rank{r}.pt", weights_only=True)["state"]
+                        for r, names in enumerate(alone) for name, _ in names)
 
     for name in ("ddp", "sync", "resumed", "compiled"):
         rank0, rank1 = got[name, 0], got[name, 1]

@@ -5,6 +5,7 @@ import errno
 import os
 import pickle
 import runpy
+import shutil
 import signal
 import sys
 
@@ -18,6 +19,13 @@ from runfolder import Status, atomic_file, load_checkpoint, read_log
 from test_train import ROOT, assert_same_weights, launch, run, wait_for_step
 
 
+def one_step_run(checkpoints, tmp_path, stage=1):
+    """tmp_path/run as `run(tmp_path, stage=stage, iters=1)` leaves it, for the tests that go on
+    from there: a copy of conftest's one-step run of that tiny stage (trained once per session;
+    the copy leaves it as it was for the other tests that read it)."""
+    shutil.copytree(os.path.dirname(checkpoints[stage - 1]), tmp_path / "run")
+
+
 def test_atomic_file_is_all_or_nothing(tmp_path):
     path = tmp_path / "f.txt"
     with atomic_file(path, "w") as f:
@@ -29,11 +37,11 @@ def test_atomic_file_is_all_or_nothing(tmp_path):
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["f.txt"]
 
 
-def test_an_older_checkpoint_loads_and_resumes_an_unknown_field_is_refused(tmp_path):
+def test_an_older_checkpoint_loads_and_resumes_an_unknown_field_is_refused(tmp_path, checkpoints):
     """Checkpoints store the StageConfig as a dict. One written when StageConfig had num_stages
     (retired: nothing read it) loads and resumes; a field this code does not know is refused
     by name, since it might change the networks."""
-    run(tmp_path, iters=1)
+    one_step_run(checkpoints, tmp_path)
     path = tmp_path / "run" / "ckpt.pt"
     ckpt = torch.load(path, weights_only=True)
     now = load_checkpoint(str(path))[1]
@@ -63,14 +71,14 @@ def test_status_line_means_every_d_step_and_names_its_stats(tmp_path, capsys):
     assert "| D 4.000 G 0.500 | logits real/fake s +4.00/-4.00 | rec 0.2500 |" in capsys.readouterr().out
 
 
-def test_wrong_stage_checkpoint_refused(tmp_path):
-    run(tmp_path, stage=2, iters=1)
+def test_wrong_stage_checkpoint_refused(tmp_path, checkpoints):
+    one_step_run(checkpoints, tmp_path, stage=2)
     with pytest.raises(ValueError, match=r"holds stage 2 of preset 'tiny'.*--out"):
         run(tmp_path, stage=1, iters=2)
 
 
-def test_other_architecture_refused(tmp_path):
-    run(tmp_path, stage=2, iters=1)
+def test_other_architecture_refused(tmp_path, checkpoints):
+    one_step_run(checkpoints, tmp_path, stage=2)
     with pytest.raises(ValueError, match="different config.*window"):
         run(tmp_path, "--window", "4", stage=2, iters=2)
 
@@ -94,8 +102,8 @@ def test_non_checkpoint_refused(tmp_path):
         run(tmp_path)
 
 
-def test_truncated_checkpoint_refused(tmp_path):
-    run(tmp_path, iters=1)
+def test_truncated_checkpoint_refused(tmp_path, checkpoints):
+    one_step_run(checkpoints, tmp_path)
     path = tmp_path / "run" / "ckpt.pt"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -103,8 +111,8 @@ def test_truncated_checkpoint_refused(tmp_path):
         run(tmp_path, iters=2)
 
 
-def test_nan_stops_run_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    run(tmp_path, iters=1)
+def test_nan_stops_run_and_keeps_last_checkpoint(tmp_path, monkeypatch, checkpoints):
+    one_step_run(checkpoints, tmp_path)
     path = tmp_path / "run" / "ckpt.pt"
     before = path.read_bytes()
     monkeypatch.setattr(losses, "d_hinge", lambda real, fake: d_hinge(real, fake) * float("nan"))
@@ -175,10 +183,10 @@ def test_kill_9_leaves_no_stale_lock(tmp_path, monkeypatch, capfd):
         holder.communicate()
 
 
-def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch, checkpoints):
     """A full disk (or an I/O error) while writing: the run stops with a message, the previous
     checkpoint is left loadable, no temp file is left behind."""
-    run(tmp_path, iters=1)
+    one_step_run(checkpoints, tmp_path)
     path = tmp_path / "run" / "ckpt.pt"
     before = path.read_bytes()
 

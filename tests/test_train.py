@@ -4,6 +4,7 @@ are in test_runfolder.py, the distributed ones in test_distributed.py, the losse
 test_losses.py; they share this file's helpers (run, launch, fixed_batch, ...)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,11 +30,25 @@ def run(tmp_path, *extra, stage=1, iters=2, name="run"):
     return train(get_args(argv))
 
 
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """plain_run(stage): (final state, folder) of `run(tmp_path, stage=stage)`, the defaults at 2
+    steps, trained once for this module on first use. Several tests read the same run (its
+    files, its weights, its log); none writes to its folder (a test that goes on from it copies
+    it)."""
+    root, runs = tmp_path_factory.mktemp("plain"), {}
+
+    def plain(stage: int):
+        if stage not in runs:
+            runs[stage] = run(root, stage=stage, name=f"stage{stage}"), root / f"stage{stage}"
+        return runs[stage]
+    return plain
+
+
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_smoke_writes_outputs(tmp_path, stage):
+def test_smoke_writes_outputs(plain_run, stage):
     """`python train.py --stage N` at tiny size: checkpoint, config, log and a sample GIF."""
-    ckpt = run(tmp_path, stage=stage)
-    out = tmp_path / "run"
+    ckpt, out = plain_run(stage)
     assert ckpt["step"] == 2 and os.path.isfile(out / "ckpt.pt") and os.path.isfile(out / "config.json")
     records = read_log(out / "log.jsonl")
     status = [r for r in records if "loss_D" in r]
@@ -68,21 +83,22 @@ def assert_same_weights(a, b):
         torch.testing.assert_close(sa[k], sb[k], msg=k)
 
 
-def test_two_runs_with_one_seed_agree(tmp_path):
-    assert_same_weights(run(tmp_path, name="a"), run(tmp_path, name="b"))
+def test_two_runs_with_one_seed_agree(tmp_path, plain_run):
+    assert_same_weights(plain_run(1)[0], run(tmp_path, name="b"))
 
 
-def test_another_seed_differs(tmp_path):
-    a, b = run(tmp_path, name="a"), run(tmp_path, "--seed", "1", name="b")
+def test_another_seed_differs(tmp_path, plain_run):
+    a, b = plain_run(1)[0], run(tmp_path, "--seed", "1", name="b")
     assert not torch.equal(state(a)["G.linear.parametrizations.weight.original"],
                            state(b)["G.linear.parametrizations.weight.original"])
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_resume_equals_uninterrupted(tmp_path, stage):
-    """Stop at step 2, rerun the same command to step 4 == straight to 4 (weights, EMA, Adam)."""
+def test_resume_equals_uninterrupted(tmp_path, stage, plain_run):
+    """Stop at step 2, rerun the same command to step 4 == straight to 4 (weights, EMA, Adam).
+    The run stopped at step 2 is a copy of the plain run's folder (the same command's)."""
     straight = run(tmp_path, stage=stage, iters=4, name="straight")
-    run(tmp_path, stage=stage, iters=2, name="resumed")
+    shutil.copytree(plain_run(stage)[1], tmp_path / "resumed")
     resumed = run(tmp_path, stage=stage, iters=4, name="resumed")
     assert resumed["step"] == straight["step"] == 4
     assert_same_weights(straight, resumed)
@@ -165,7 +181,9 @@ def launch(out, *extra, workers=0, torchrun=False):
     cmd = [sys.executable, *launcher, "train.py", "--preset", "tiny", "--stage", "1", "--batch-size", "2",
            "--workers", str(workers), "--max-iters", "100000", "--log-every", "1", "--device", "cpu",
            "--out", str(out), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # conftest's threads: the same sums
+    # conftest's threads: the same sums; under torchrun one per rank, torchrun's own default (two
+    # ranks of conftest's 2 threads would oversubscribe a 2-core machine, their all-reduces waiting)
+    env = {**os.environ, "OMP_NUM_THREADS": str(1 if torchrun else torch.get_num_threads())}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -190,13 +208,12 @@ def test_smoke_with_option(tmp_path, flags):
 
 
 @pytest.mark.parametrize("stage", [1, 3])
-def test_channels_last_changes_the_layout_not_the_numbers(tmp_path, stage):
-    """--channels-last: the same losses and logits, step by step, as the default layout (float
-    rounding apart: the convs run other kernels)."""
-    logs = []
-    for name, flags in (("default", []), ("cl", ["--channels-last"])):
-        run(tmp_path, *flags, stage=stage, name=name)
-        logs.append([r for r in read_log(tmp_path / name / "log.jsonl") if "loss_D" in r])
+def test_channels_last_changes_the_layout_not_the_numbers(tmp_path, stage, plain_run):
+    """--channels-last: the same losses and logits, step by step, as the default layout (the
+    plain run; float rounding apart: the convs run other kernels)."""
+    run(tmp_path, "--channels-last", stage=stage, name="cl")
+    logs = [[r for r in read_log(folder / "log.jsonl") if "loss_D" in r]
+            for folder in (plain_run(stage)[1], tmp_path / "cl")]
     for want, got in zip(*logs):
         for k in ("loss_D", "loss_G", "D_s_real", "D_t_fake"):
             assert got[k] == pytest.approx(want[k], rel=1e-3, abs=1e-3), (k, got, want)
@@ -230,10 +247,12 @@ def test_fvd_every_logs_the_stage_score(tmp_path, stage, monkeypatch, brief_held
     assert len(list((tmp_path / "run" / "fvd-stats").glob("recognizer-*.pt"))) == 1
 
 
-def test_context_is_recorded_and_zero_reproduces_the_window_alone(tmp_path):
+def test_context_is_recorded_and_zero_reproduces_the_window_alone(tmp_path, checkpoints):
     """The context defaults to R and is saved with the config; --context 0 trains on the window's
-    own conditioning (one length for every example) and refuses to resume a context-R run."""
-    ckpt = run(tmp_path, stage=2, iters=1)
+    own conditioning (one length for every example) and refuses to resume a context-R run (a
+    copy of conftest's one-step stage-2 run, as `run(tmp_path, stage=2, iters=1)` leaves it)."""
+    shutil.copytree(os.path.dirname(checkpoints[1]), tmp_path / "run")
+    ckpt = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))[0]
     assert ckpt["config"]["context"] == 6
     zero = run(tmp_path, "--context", "0", stage=2, iters=1, name="zero")
     assert zero["config"]["context"] == 0
