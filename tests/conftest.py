@@ -41,7 +41,7 @@ def assert_close_at_scale(actual, expected, scale: float | None = None, ulps: fl
 def checkpoints(tmp_path_factory) -> list[str]:
     """Checkpoints of all three stages of the tiny preset, one training step each. Their run
     folders are read, never written: a test that goes on from one (resumes it, changes its files)
-    copies its folder first (test_runfolder.one_step_run)."""
+    copies its folder first (test_train.one_step_run)."""
     root = tmp_path_factory.mktemp("chain")
     paths = []
     for stage in (1, 2, 3):

@@ -5,7 +5,6 @@ import errno
 import os
 import pickle
 import runpy
-import shutil
 import signal
 import sys
 
@@ -16,14 +15,7 @@ import losses
 import runfolder
 from losses import d_hinge
 from runfolder import Status, atomic_file, load_checkpoint, read_log
-from test_train import ROOT, assert_same_weights, launch, run, wait_for_step
-
-
-def one_step_run(checkpoints, tmp_path, stage=1):
-    """tmp_path/run as `run(tmp_path, stage=stage, iters=1)` leaves it, for the tests that go on
-    from there: a copy of conftest's one-step run of that tiny stage (trained once per session;
-    the copy leaves it as it was for the other tests that read it)."""
-    shutil.copytree(os.path.dirname(checkpoints[stage - 1]), tmp_path / "run")
+from test_train import ROOT, assert_same_weights, launch, one_step_run, run, wait_for_step
 
 
 def test_atomic_file_is_all_or_nothing(tmp_path):

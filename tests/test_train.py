@@ -30,6 +30,13 @@ def run(tmp_path, *extra, stage=1, iters=2, name="run"):
     return train(get_args(argv))
 
 
+def one_step_run(checkpoints, tmp_path, stage=1):
+    """tmp_path/run as `run(tmp_path, stage=stage, iters=1)` leaves it, for the tests that go on
+    from there: a copy of conftest's one-step run of that tiny stage (trained once per session;
+    the copy leaves it as it was for the other tests that read it)."""
+    shutil.copytree(os.path.dirname(checkpoints[stage - 1]), tmp_path / "run")
+
+
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory):
     """plain_run(stage): (final state, folder) of `run(tmp_path, stage=stage)`, the defaults at 2
@@ -251,7 +258,7 @@ def test_context_is_recorded_and_zero_reproduces_the_window_alone(tmp_path, chec
     """The context defaults to R and is saved with the config; --context 0 trains on the window's
     own conditioning (one length for every example) and refuses to resume a context-R run (a
     copy of conftest's one-step stage-2 run, as `run(tmp_path, stage=2, iters=1)` leaves it)."""
-    shutil.copytree(os.path.dirname(checkpoints[1]), tmp_path / "run")
+    one_step_run(checkpoints, tmp_path, stage=2)
     ckpt = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))[0]
     assert ckpt["config"]["context"] == 6
     zero = run(tmp_path, "--context", "0", stage=2, iters=1, name="zero")
