@@ -7,7 +7,8 @@ import torch
 import evaluate
 from train import get_args, train
 
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
+# serially 2 threads; under pytest-xdist (`-n 2`, README) one per worker process, a core each
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)))
 if os.environ.get("SSW_FLUSH_DENORMAL") == "1":  # the portability check of docs/testing.md
     torch.set_flush_denormal(True)
 
