@@ -69,12 +69,17 @@ def average_gradients(nets: list) -> None:
     torch._foreach_copy_(grads, [chunk.view_as(g) for chunk, g in zip(chunks, grads)])
 
 
-def lost_rank(e: RuntimeError) -> bool:
-    """Did a collective fail: another rank died (connection reset) or hung past --ddp-timeout?
-    (Not torch.compile refusing code, whose message may name c10d's functions.)"""
+def lost_rank_exit(e: RuntimeError, ddp_timeout: float) -> SystemExit | None:
+    """One clear line to exit with where a collective failed: another rank died (connection
+    reset) or hung past --ddp-timeout; None for any other error (torch.compile refusing code
+    among them, whose message may name c10d's functions)."""
     if int(os.environ.get("WORLD_SIZE", 1)) == 1 or isinstance(e, torch._dynamo.exc.TorchDynamoException):
-        return False
-    return isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d", "pair closure"))
+        return None
+    if not (isinstance(e, dist.DistError) or any(s in str(e) for s in ("gloo", "NCCL", "c10d", "pair closure"))):
+        return None
+    return SystemExit(f"error: rank {os.environ['RANK']}: another rank died, or hung for more than --ddp-timeout "
+                      f"{ddp_timeout:g} s; see its log. Rerun the same command to resume from the last checkpoint. "
+                      f"({str(e).splitlines()[0]})")
 
 
 # -----------------------------------------------------------------------------

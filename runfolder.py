@@ -378,7 +378,8 @@ def lock_folder(out: str):
     would write the same ckpt.pt. It is an OS lock (flock on out/lock, which says who holds it),
     so the OS drops it when the process dies, kill -9 included: a lock is never stale.
     Raises FolderInUse, naming the holder; where the filesystem has no locks, warns and goes
-    on unlocked."""
+    on unlocked. Makes the folder if it is missing."""
+    os.makedirs(out, exist_ok=True)
     fd = os.open(os.path.join(out, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

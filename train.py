@@ -10,10 +10,9 @@ window, so every stage trains on real data alone: in any order, even at the same
     torchrun --nproc_per_node=K train.py --stage N   # data-parallel (gloo on CPU, nccl on GPU)
 
 This file holds the flags, a stage's run (Run), the loop and its bookkeeping; the objective is
-losses.py's, and any split of a batch over processes and micro-batches trains what one process
-at the whole batch trains (distributed.py). Outputs in --out (runfolder.py): ckpt.pt (rerunning
-the same command resumes), config.json, log.jsonl, samples/*.gif. SIGINT, SIGTERM or SIGUSR1 end
-a run at the next step with a checkpoint (exit code 0). Each flag's why: docs/training.md.
+losses.py's; a batch split over processes trains as one (distributed.py). Outputs in --out
+(runfolder.py): ckpt.pt (rerunning the same command resumes), config.json, log.jsonl, samples/.
+SIGINT, SIGTERM or SIGUSR1 end a run at the next step with a checkpoint. Flags: docs/training.md.
 """
 import argparse
 import contextlib
@@ -41,9 +40,8 @@ from videos import Clips
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a stage trains by default: what the optimiser and loss flags fall back to. DVD-GAN's
-    (BigGAN's Adam, 2 D steps, EMA 0.999), made for batches of 512 over 100k+ steps; a preset for
-    a CPU has its own row in RECIPES, found by measurement (docs/demo.md)."""
+    """How a stage trains by default, what the optimiser and loss flags fall back to: DVD-GAN's (BigGAN's
+    Adam, 2 D steps, EMA 0.999) for batches of 512 over 100k+ steps; a CPU preset's row: docs/demo.md."""
     batch_size: int | None = None         # None: 32 on a GPU, 2 on a CPU
     max_iters: int = 200_000
     lr_g: float = 1e-4
@@ -55,13 +53,17 @@ class Recipe:
     r1: float = 0.0                       # R1's gamma on the Ds (0: none, as DVD-GAN)
     augment: bool = False                 # DiffAugment's translation of what D_s and D_t see
     aux_class: float = 0.0                # weight of the Ds' auxiliary class head (0: none, as DVD-GAN)
+    adv_fade: int = 0                     # upscalers: G's adversarial terms faded in over N steps
+    l1_steps: int = 0                     # upscalers: ESRGAN's first phase, G on the L1 term alone (at
+    l1_lr_g: float = 2e-4                 # l1_lr_g, in --out/l1) for N steps, then the game from its G
 
 
-# A preset without a row trains every stage with Recipe(). The demo's steps are those of its
-# chain in checkpoints/: what 60, 10 and 10 minutes gave on a 2-core CPU (docs/demo.md).
+# A preset without a row trains every stage with Recipe(). The demo's rows made its chain in
+# checkpoints/ (docs/demo.md); its upscalers' are ESRGAN's schedule: L1 alone, then the game.
 RECIPES: dict[str, list[Recipe]] = {
     "demo": [Recipe(batch_size=16, max_iters=3250, lr_g=5e-4, lr_d=5e-4, d_steps=2),
-             Recipe(batch_size=16, max_iters=421, lr_g=5e-4, lr_d=5e-4, d_steps=1),
+             Recipe(batch_size=16, max_iters=225, lr_g=1e-4, lr_d=5e-4, d_steps=1, adv_fade=100, l1_steps=1600,
+                    l1_lr_g=5e-4),
              Recipe(batch_size=16, max_iters=144, lr_g=5e-4, lr_d=5e-4, d_steps=1)],
 }
 CPU_PRESET = "demo"  # what `python train.py --stage N` trains on a machine without a GPU
@@ -106,7 +108,9 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
                    help="D_s and D_t see translated videos (DiffAugment) " + recipe % Recipe.augment)
     p.add_argument("--aux-class", type=float, help="weight of the Ds' class head (AC-GAN) " + recipe % Recipe.aux_class)
-    p.add_argument("--adv-fade", type=int, default=0, help="stages >= 2: G's adversarial terms faded in over N steps")
+    p.add_argument("--adv-fade", type=int, help="stages >= 2: the game's G terms faded in over N steps " + recipe % 0)
+    p.add_argument("--l1-steps", type=int, help="stages >= 2: G on the L1 term alone first, for N steps " + recipe % 0)
+    p.add_argument("--l1-lr-g", type=float, help="--l1-steps' Adam learning rate of G " + recipe % Recipe.l1_lr_g)
     p.add_argument("--g1-class-input", action=argparse.BooleanOptionalAction, help="stage 1: y enters G1's base too")
     p.add_argument("--g1-margin", type=int, help="stage 1: frames G1 makes and drops each side (default: the preset's)")
     p.add_argument("--mismatch-negatives", action="store_true", help="D_m also sees mismatched real pairs, as fakes")
@@ -127,26 +131,23 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.frame_stride is not None and args.frame_stride < 1:
         p.error(f"--frame-stride {args.frame_stride}: must be >= 1 (1 keeps every frame)")
-    if args.out is None:
-        args.out = os.path.join("out", f"stage{args.stage}")
+    args.out = args.out or os.path.join("out", f"stage{args.stage}")
     gpu = args.device.startswith("cuda")
     args.cpu_default = args.preset is None and not gpu  # said in the run's first line
-    if args.preset is None:
-        args.preset = "ssw-128" if gpu else CPU_PRESET
+    args.preset = args.preset or ("ssw-128" if gpu else CPU_PRESET)
     if not 1 <= args.stage <= len(PRESETS[args.preset]):
         p.error(f"--stage {args.stage}: preset {args.preset!r} has stages 1..{len(PRESETS[args.preset])}")
     recipe = RECIPES.get(args.preset, [Recipe()] * len(PRESETS[args.preset]))[args.stage - 1]
     for f in fields(Recipe):  # a flag left unset takes the recipe's value
         if getattr(args, f.name) is None:
             setattr(args, f.name, getattr(recipe, f.name))
-    if args.batch_size is None:
-        args.batch_size = 32 if gpu else 2
+    args.batch_size = args.batch_size or (32 if gpu else 2)
     if args.r1 and args.compile:
         p.error("--r1 with --compile: the penalty differentiates D's gradient, which torch.compile does not; drop one")
+    if args.stage == 1 and (not args.adversarial or args.l1_steps):
+        p.error("--no-adversarial and --l1-steps are for the upscalers (stages >= 2): stage 1 has no L1 term")
     if not args.adversarial:
-        if args.stage == 1:
-            p.error("--no-adversarial is for the upscalers (stages >= 2): stage 1 has no L1 term to train on")
-        args.d_steps = 0  # no D to step
+        args.d_steps, args.l1_steps = 0, 0  # no D to step; all of it is the L1 phase
     return args
 
 
@@ -170,13 +171,9 @@ def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
     return stage_config(args.preset, args.stage, **overrides)
 
 
-# -----------------------------------------------------------------------------
-# The optimizers
-
 def optimizers(G, Ds: list, args: argparse.Namespace) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """(opt_G, opt_D): Adam with betas (--beta1, 0.999) (BigGAN's: 0), opt_D over all the Ds' parameters.
-    foreach: each update is a dozen multi-tensor ops, whatever the number of tensors (torch's
-    default on GPUs, but not on the CPU or the meta device bench.py profile counts on)."""
+    foreach (torch's default on GPUs only): a dozen multi-tensor ops an update, however many tensors."""
     betas = (args.beta1, 0.999)
     opt_G = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=betas, foreach=True)
     opt_D = torch.optim.Adam([p for D in Ds for p in D.parameters()], lr=args.lr_d, betas=betas, foreach=True)
@@ -204,18 +201,15 @@ def train(args: argparse.Namespace) -> dict:
     if args.dry_run:
         print(json.dumps({"args": vars(args), "config": asdict(cfg)}, indent=2))
         return {}
-    if main:
-        os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
-    # For the whole run: the lock on --out (rank 0's; the ranks share the folder), and the stop
-    # signals, which end the loop at a step boundary.
+    # For the whole run: the lock on --out (rank 0's; the ranks share it); stop signals end a step.
     with (lock_folder(args.out) if main else contextlib.nullcontext(),
           stop_on_signals(world > 1, timeout) as stop):
         if main:
+            os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
             with atomic_file(os.path.join(args.out, "config.json"), "w") as f:
                 json.dump({"args": vars(args), "config": asdict(cfg)}, f, indent=2)
         run = Run(args, cfg, examples, rank, world, device)  # models, optimizers, EMA, resume, steps, loader
         step = loop(run, stop)
-
         # --- final checkpoint (rank 0), checked like every other
         ckpt = train_state(step, run.nets, run.opts, device, args, cfg)
         if main:
@@ -227,11 +221,22 @@ def train(args: argparse.Namespace) -> dict:
     return ckpt
 
 
+def train_schedule(args: argparse.Namespace) -> dict:
+    """train(args) after ESRGAN's first phase, where --l1-steps asks for it (in --out/l1, G on the
+    L1 term alone), G and G_ema started from its G. Rerunning the command resumes either phase."""
+    if args.l1_steps and not args.init_g:
+        first = argparse.Namespace(**{**vars(args), "out": os.path.join(args.out, "l1"), "adversarial": False,
+                                      "d_steps": 0, "max_iters": args.l1_steps, "lr_g": args.l1_lr_g, "l1_steps": 0})
+        if train(first).get("step", first.max_iters) < first.max_iters:  # stopped by a signal: no game yet
+            return {}
+        args.init_g = os.path.join(first.out, "ckpt.pt")
+    return train(args)
+
+
 class Run:
-    """One rank's run of a stage, built in the order it is used: the networks (`nets`, the plain
-    modules, as checkpoints name them), their optimizers (`opts`) and G_ema; the step it starts at
-    (`step`: the checkpoint's, or 0); the steps' forwards, wrapped for DDP or --compile (`d_step`,
-    `g_step`); the batches (next_batch); rank 0's status line and the sample grids' inputs."""
+    """One rank's run of a stage, built in the order it is used: the plain networks (`nets`, as
+    checkpoints name them), their optimizers (`opts`); the start `step` (the checkpoint's, or 0); the
+    steps' forwards, wrapped for DDP or --compile; the batches; rank 0's status line and grid inputs."""
 
     def __init__(self, args: argparse.Namespace, cfg: StageConfig, examples: StageExamples, rank: int,
                  world: int, device: torch.device):
@@ -247,9 +252,8 @@ class Run:
         opt_G, opt_D = optimizers(G, Ds, args)
         self.nets = {"G": G, "G_ema": G_ema, "D_s": D_s, "D_t": D_t, "D_m": D_m}  # as the checkpoint names them
         self.opts = {"opt_G": opt_G, "opt_D": opt_D}
-        for name, m in self.nets.items():  # one line per network (G_ema is a copy of G)
-            if self.main and m is not None and name != "G_ema":
-                print(f"{name:3} {sum(p.numel() for p in m.parameters()):>12,} parameters")
+        for name, m in ((n, m) for n, m in self.nets.items() if self.main and m is not None and n != "G_ema"):
+            print(f"{name:3} {sum(p.numel() for p in m.parameters()):>12,} parameters")  # (G_ema: G's copy)
 
         # --- resume: the same command continues the same run, on every rank; or start G from --init-g
         self.step, self.ckpt_path = 0, os.path.join(args.out, "ckpt.pt")
@@ -262,11 +266,9 @@ class Run:
             if self.main:
                 print(f"G and G_ema start from {args.init_g}")
 
-        # --- the steps' forwards. Under torchrun, DDP wrappers: a D step syncs D grads, a G step G
-        # grads; the G step calls the Ds unwrapped (it needs no D grad, and DDP would wait for one).
-        # Under --compile, each forward is one graph (compiled_step), calling the plain nets (Dynamo
-        # cannot trace DDP's forward inside it): under torchrun the loop then averages the
-        # gradients itself (average_grads). `nets` keeps the plain modules for checkpoints.
+        # --- the steps' forwards. Under torchrun, DDP wrappers: a D step syncs D grads, a G step G's
+        # (it calls the Ds unwrapped: DDP would wait for a D grad). Under --compile each forward is one
+        # graph of the plain nets (Dynamo cannot trace DDP's forward): the loop averages the gradients.
         ddp_world = 1 if args.compile else world
         G_ddp, D_s_ddp, D_t_ddp, D_m_ddp = (distributed.wrap(m, ddp_world) for m in (G, D_s, D_t, D_m))
         self.ddp_G = [G_ddp] if ddp_world > 1 else []  # what micro_batch keeps from syncing before the last
@@ -389,12 +391,10 @@ class Bookkeeping:
 if __name__ == "__main__":
     args = get_args()
     try:
-        train(args)
+        train_schedule(args)
     except (TrainingDiverged, CheckpointWriteError, FolderInUse, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
     except RuntimeError as e:
-        if not distributed.lost_rank(e):
+        if (lost := distributed.lost_rank_exit(e, args.ddp_timeout)) is None:
             raise
-        raise SystemExit(f"error: rank {os.environ['RANK']}: another rank died, or hung for more than --ddp-timeout "
-                         f"{args.ddp_timeout:g} s; see its log. Rerun the same command to resume from the last "
-                         f"checkpoint. ({str(e).splitlines()[0]})") from None
+        raise lost from None

@@ -394,6 +394,31 @@ def test_init_g_starts_from_another_runs_generator(tmp_path):
         run(tmp_path, "--init-g", path, "--context", "2", stage=2, iters=0, name="other")
 
 
+def test_l1_steps_trains_esrgans_two_phases_as_their_two_commands(tmp_path):
+    """--l1-steps N: one command trains G on the L1 term alone for N steps (at --l1-lr-g, in
+    --out/l1), then the game from its G, as the two commands by hand do (the same arithmetic:
+    bit-exact); the game's config names its start (the curves count its minutes); rerunning the
+    command resumes, with nothing left to train. Stage 1 has no L1 term: refused."""
+    l1 = run(tmp_path, "--no-adversarial", "--lr-g", "1e-3", stage=2, iters=2, name="l1")
+    game = run(tmp_path, "--init-g", str(tmp_path / "l1" / "ckpt.pt"), stage=2, iters=2, name="game")
+    argv = ["--preset", "tiny", "--stage", "2", "--max-iters", "2", "--batch-size", "2", "--workers", "0",
+            "--out", str(tmp_path / "both"), "--l1-steps", "2", "--l1-lr-g", "1e-3"]
+    both = train_module.train_schedule(get_args(argv))
+    first = torch.load(tmp_path / "both" / "l1" / "ckpt.pt", weights_only=True)
+    for net in ("G", "G_ema"):
+        assert all(torch.equal(first[net][k], v) for k, v in l1[net].items()), net
+    for net in ("G", "G_ema", "D_s", "D_t", "D_m"):
+        assert all(torch.equal(both[net][k], v) for k, v in game[net].items()), net
+    assert not torch.equal(both["G"]["out.weight"], l1["G"]["out.weight"])  # the game moved G on
+    config = json.loads((tmp_path / "both" / "config.json").read_text())["args"]
+    assert config["init_g"] == str(tmp_path / "both" / "l1" / "ckpt.pt") and config["adversarial"]
+    assert json.loads((tmp_path / "both" / "l1" / "config.json").read_text())["args"]["lr_g"] == 1e-3
+    again = train_module.train_schedule(get_args(argv))
+    assert again["step"] == 2 and torch.equal(again["G"]["out.weight"], both["G"]["out.weight"])
+    with pytest.raises(SystemExit):
+        get_args(["--stage", "1", "--l1-steps", "10"])
+
+
 def test_upscalers_train_on_patches_and_sample_whole_frames(tmp_path):
     """--crop 8 at tiny stage 2 (16 px frames): the Ds are built for 8 px patches, G samples
     whole 16 px frames."""
