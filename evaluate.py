@@ -53,6 +53,10 @@ from sample import DEMO_CHAIN, generate, load_chain, upscale
 from videos import STREAMS
 
 FVD_SEED = 2024  # the real clips and the noise scored: a fixed draw, apart from training's seeds
+# The real clips whose views the upscaling rungs upscale: another draw than the FVD_SEED ones they
+# are scored against, so a made video is never compared with its own ground truth. Their full-size
+# videos are the real floor: what a perfect upscaler makes, scored as every rung is.
+VIEWS_SEED = FVD_SEED + 1
 STAGE_BATCH = 16  # stage_scores' batch: noise is drawn per batch, so it fixes the videos scored
 # A recognizer's training: till its held-out accuracy stops rising (demo stage 1, version-3 scenes,
 # 2,048 clips: 0.943 at 600 steps, 0.973 at 1,000, 0.982 at 2,000, 0.988 at 4,000; docs/demo.md)
@@ -113,8 +117,8 @@ def for_i3d(x: torch.Tensor, frames: int) -> np.ndarray:
 
 
 def interpolated(source: str, cfg: StageConfig, n: int, batch: int, down: int, mode: str) -> Batches:
-    """The floors: real views `down` halvings below stage cfg, upsampled back to its size."""
-    for x, y in real_views(source, cfg, n, batch, down):
+    """The floors: real views (VIEWS_SEED's) `down` halvings below stage cfg, upsampled back to its size."""
+    for x, y in real_views(source, cfg, n, batch, down, seed=VIEWS_SEED):
         for _ in range(down):
             x = upsample(x, mode)
         yield x, y
@@ -122,9 +126,9 @@ def interpolated(source: str, cfg: StageConfig, n: int, batch: int, down: int, m
 
 def upscaled(stages: list[tuple[StageConfig, torch.nn.Module]], source: str, n: int, batch: int,
              device: torch.device) -> Batches:
-    """Upscaling stages applied to the real views of the first one's input, with their labels."""
+    """Upscaling stages applied to the real views (VIEWS_SEED's) of the first one's input, with their labels."""
     g = torch.Generator().manual_seed(FVD_SEED)
-    for x, y in real_views(source, stages[-1][0], n, batch, down=len(stages)):
+    for x, y in real_views(source, stages[-1][0], n, batch, down=len(stages), seed=VIEWS_SEED):
         yield upscale(stages, x, y, None, None, device, g), y
 
 
@@ -344,7 +348,7 @@ def ladder_rungs(chain: list[tuple[StageConfig, torch.nn.Module]], source: str, 
     def size(down):  # "8@8": frames @ pixels of the real views `down` halvings below stage K
         return f"{math.ceil(cfg.video_frames / 2 ** down)}@{cfg.out_size // 2 ** down}"
 
-    rungs = [("real vs real (another draw)", lambda: real_views(source, cfg, n, batch, seed=FVD_SEED + 1))]
+    rungs = [("real vs real (another draw)", lambda: real_views(source, cfg, n, batch, seed=VIEWS_SEED))]
     for d in range(1, K):
         rungs += [(f"nearest x{2 ** d} of real {size(d)} views",
                    lambda d=d: interpolated(source, cfg, n, batch, d, "nearest")),
@@ -394,7 +398,7 @@ def video_stats(kind: str, settings: dict, model: fvd.I3D, source: str, cfg: Sta
 def real_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: int, batch: int,
                cache_dir: str, seed: int = FVD_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of I3D features of n real videos at stage cfg's size (real_views drawn
-    with `seed`: FVD_SEED is what everything is scored against, FVD_SEED + 1 the real floor), cached."""
+    with `seed`: FVD_SEED is what everything is scored against, VIEWS_SEED the real floor), cached."""
     return video_stats(f"real-seed{seed}", {"seed": seed}, model, source, cfg, n, frames, cache_dir,
                        lambda: real_views(source, cfg, n, batch, seed=seed))
 
@@ -422,7 +426,9 @@ def start_stats(model: fvd.I3D, source: str, cfg: StageConfig, n: int, frames: i
     start = untrained([cfg], device)
     weights = start[0][1].state_dict().values()
     init = hashlib.sha256(b"".join(w.cpu().numpy().tobytes() for w in weights)).hexdigest()[:16]
-    return video_stats("start", {"seed": FVD_SEED, "batch": batch, "start": dataclasses.asdict(cfg), "init": init},
+    views = {} if cfg.stage == 1 else {"views": VIEWS_SEED}  # an upscaler's start upscales those views
+    return video_stats("start", {"seed": FVD_SEED, **views, "batch": batch, "start": dataclasses.asdict(cfg),
+                                 "init": init},
                        model, source, cfg, n, frames, cache_dir,
                        lambda: stage_videos(start, source, n, batch, device))
 
@@ -484,7 +490,8 @@ def headroom_closed(start: float, trained: float, real: float) -> float:
 def stage_scores(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, device: torch.device,
                  cache_dir: str, frames: int = 16, n_train: int | None = None, steps: int | None = None) -> dict:
     """One stage's own rung, for training curves: stage 1's videos from noise, or an upscaling
-    stage on real views of its input, against n real videos at the stage's size. {"fvd": its FVD,
+    stage on real views of its input (VIEWS_SEED's: never the videos it is scored against), against
+    n real videos at the stage's size. {"fvd": its FVD,
     "start": the untrained stage's, "real": real vs real (another draw), "headroom":
     headroom_closed, "recognizability": by a recognizer (n_train clips, `steps`), None where the
     data has no classes it knows, "detail_s", "detail_t": detail_ratios against the real videos}.
@@ -493,7 +500,7 @@ def stage_scores(cfg: StageConfig, G: torch.nn.Module, source: str, n: int, devi
     model = fvd.load_i3d().to(device)
     real = real_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir)
     floor = fvd.frechet_distance(*real, *real_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir,
-                                                    seed=FVD_SEED + 1))
+                                                    seed=VIEWS_SEED))
     start = fvd.frechet_distance(*real, *start_stats(model, source, cfg, n, frames, STAGE_BATCH, cache_dir, device))
     n_train, steps = n_train or RECOGNIZER_CLIPS, steps or RECOGNIZER_STEPS  # read at the call: tests lower them
     classifier = recognizer(source, cfg, cache_dir, device, n_train, steps)[0] if has_classes(source, cfg) else None

@@ -53,18 +53,19 @@ class Recipe:
     r1: float = 0.0                       # R1's gamma on the Ds (0: none, as DVD-GAN)
     augment: bool = False                 # DiffAugment's translation of what D_s and D_t see
     aux_class: float = 0.0                # weight of the Ds' auxiliary class head (0: none, as DVD-GAN)
+    adversarial: bool = True              # upscalers: False trains G on the L1 term alone, no D built
     adv_fade: int = 0                     # upscalers: G's adversarial terms faded in over N steps
     l1_steps: int = 0                     # upscalers: ESRGAN's first phase, G on the L1 term alone (at
     l1_lr_g: float = 2e-4                 # l1_lr_g, in --out/l1) for N steps, then the game from its G
 
 
 # A preset without a row trains every stage with Recipe(). The demo's rows made its chain in
-# checkpoints/ (docs/demo.md); its upscalers' are ESRGAN's schedule: L1 alone, then the game.
+# checkpoints/ (docs/demo.md): stage 2 L1 alone then the game (ESRGAN's schedule), stage 3 L1 alone.
 RECIPES: dict[str, list[Recipe]] = {
     "demo": [Recipe(batch_size=16, max_iters=3250, lr_g=5e-4, lr_d=5e-4, d_steps=2),
              Recipe(batch_size=16, max_iters=225, lr_g=1e-4, lr_d=5e-4, d_steps=1, adv_fade=100, l1_steps=1600,
                     l1_lr_g=5e-4),
-             Recipe(batch_size=16, max_iters=144, lr_g=5e-4, lr_d=5e-4, d_steps=1)],
+             Recipe(batch_size=16, max_iters=1050, lr_g=5e-4, lr_d=5e-4, d_steps=1, adversarial=False)],
 }
 CPU_PRESET = "demo"  # what `python train.py --stage N` trains on a machine without a GPU
 
@@ -93,8 +94,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beta1", type=float, help="Adam's beta1 for G and the Ds " + recipe % Recipe.beta1)
     p.add_argument("--d-steps", type=int, help="D steps per G step " + recipe % Recipe.d_steps)
     p.add_argument("--ema", type=float, help="decay of G_ema, warmed up over the first steps " + recipe % Recipe.ema)
-    p.add_argument("--adversarial", action=argparse.BooleanOptionalAction, default=True,
-                   help="stages >= 2: --no-adversarial trains G on the L1 term alone, with no D built")
+    p.add_argument("--adversarial", action=argparse.BooleanOptionalAction,
+                   help="stages >= 2: --no-adversarial trains G on the L1 term alone " + recipe % True)
     p.add_argument("--init-g", help="stages >= 2: a checkpoint of this stage to start G and G_ema from (not on resume)")
     p.add_argument("--crop", type=int, help="stages >= 2: train on crop x crop patches (default: the preset's)")
     p.add_argument("--context", type=int, help="stages >= 2: frames of c's context each side of a window (default: R)")
@@ -116,8 +117,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mismatch-negatives", action="store_true", help="D_m also sees mismatched real pairs, as fakes")
     p.add_argument("--seed", type=int, default=0, help="seeds init, noise and data order")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="bfloat16 runs forward passes under autocast; weights stay float32")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast forwards")
     p.add_argument("--compile", action="store_true", help="torch.compile each step's forward whole, and its backward")
     p.add_argument("--channels-last", action="store_true", help="the batch's videos in channels_last_3d memory")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (0: load in-process)")

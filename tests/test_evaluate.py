@@ -477,3 +477,24 @@ def test_a_run_from_init_g_starts_where_its_init_stood(tmp_path):
         (run / "config.json").write_text(json.dumps({"args": {"init_g": None if init is None else str(init)}}))
     assert evaluate.start_minutes(game) == pytest.approx(2.5)
     assert evaluate.start_minutes(lone) == evaluate.start_minutes(l1) == evaluate.start_minutes(tmp_path) == 0.0
+
+
+def test_upscaling_rungs_upscale_another_draw_than_they_are_scored_against(monkeypatch):
+    """Every upscaling rung (the interpolations, a stage on real views: the ladder's and
+    stage_scores') takes the views of VIEWS_SEED's real videos, never of the FVD_SEED ones it is
+    scored against: a made video is never compared with its own ground truth (an L1 upscaler so
+    scored fell below the real floor, 252.9 against 345.7), and a perfect upscaler makes exactly
+    the real floor's videos."""
+    cfg = stage_config("tiny", 2, num_classes=5)
+    floor = next(evaluate.real_views("synthetic", cfg, 4, 4, seed=evaluate.VIEWS_SEED))[0]
+    reference = next(evaluate.real_views("synthetic", cfg, 4, 4))[0]
+    perfect = next(evaluate.interpolated("synthetic", cfg, 4, 4, 0, "nearest"))[0]  # no halving: the videos
+    assert torch.equal(perfect, floor) and not torch.equal(perfect, reference)
+    seeds, real_views = [], evaluate.real_views
+    monkeypatch.setattr(evaluate, "real_views", lambda *a, **k: seeds.append(k.get("seed")) or real_views(*a, **k))
+    (_, G), = evaluate.untrained([cfg], CPU)
+    next(evaluate.stage_videos([(cfg, G)], "synthetic", 4, 4, CPU))
+    rungs = evaluate.ladder_rungs([(cfg, G)], "synthetic", 4, 4, CPU)
+    for _, videos in rungs:
+        next(videos())
+    assert len(rungs) == 5 and seeds == [evaluate.VIEWS_SEED] * 6

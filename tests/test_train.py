@@ -354,6 +354,9 @@ def test_flags_fall_back_to_the_presets_recipe():
                                                                      demo.batch_size)
     args = get_args(["--preset", "demo", "--stage", "1", "--device", "cpu", "--lr-g", "3e-5", "--d-steps", "3"])
     assert (args.lr_g, args.d_steps, args.lr_d) == (3e-5, 3, demo.lr_d)  # a flag beats the recipe
+    args = get_args(["--preset", "demo", "--stage", "3", "--device", "cpu"])  # the demo's stage 3: L1 alone
+    assert (args.adversarial, args.d_steps) == (False, 0)
+    assert get_args(["--preset", "demo", "--stage", "3", "--device", "cpu", "--adversarial"]).d_steps == 1
     dvd = train_module.Recipe()  # a preset without a row keeps DVD-GAN's
     args = get_args(["--preset", "ssw-128", "--stage", "3", "--device", "cpu"])
     assert (args.lr_g, args.lr_d, args.beta1, args.d_steps, args.ema, args.lambda_rec) == \
