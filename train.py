@@ -55,16 +55,15 @@ class Recipe:
     aux_class: float = 0.0                # weight of the Ds' auxiliary class head (0: none, as DVD-GAN)
     adversarial: bool = True              # upscalers: False trains G on the L1 term alone, no D built
     adv_fade: int = 0                     # upscalers: G's adversarial terms faded in over N steps
-    l1_steps: int = 0                     # upscalers: ESRGAN's first phase, G on the L1 term alone (at
-    l1_lr_g: float = 2e-4                 # l1_lr_g, in --out/l1) for N steps, then the game from its G
+    l1_steps: int = 0                     # upscalers: ESRGAN's first phase, N steps of L1 alone in --out/l1
+    l1_lr_g: float = 2e-4                 # G's Adam learning rate in that phase
 
 
 # A preset without a row trains every stage with Recipe(). The demo's rows made its chain in
 # checkpoints/ (docs/demo.md): stage 2 L1 alone then the game (ESRGAN's schedule), stage 3 L1 alone.
 RECIPES: dict[str, list[Recipe]] = {
     "demo": [Recipe(batch_size=16, max_iters=3250, lr_g=5e-4, lr_d=5e-4, d_steps=2),
-             Recipe(batch_size=16, max_iters=225, lr_g=1e-4, lr_d=5e-4, d_steps=1, adv_fade=100, l1_steps=1600,
-                    l1_lr_g=5e-4),
+             Recipe(batch_size=16, max_iters=225, lr_g=1e-4, d_steps=1, adv_fade=100, l1_steps=1600, l1_lr_g=5e-4),
              Recipe(batch_size=16, max_iters=1050, lr_g=5e-4, lr_d=5e-4, d_steps=1, adversarial=False)],
 }
 CPU_PRESET = "demo"  # what `python train.py --stage N` trains on a machine without a GPU
@@ -252,8 +251,9 @@ class Run:
         opt_G, opt_D = optimizers(G, Ds, args)
         self.nets = {"G": G, "G_ema": G_ema, "D_s": D_s, "D_t": D_t, "D_m": D_m}  # as the checkpoint names them
         self.opts = {"opt_G": opt_G, "opt_D": opt_D}
-        for name, m in ((n, m) for n, m in self.nets.items() if self.main and m is not None and n != "G_ema"):
-            print(f"{name:3} {sum(p.numel() for p in m.parameters()):>12,} parameters")  # (G_ema: G's copy)
+        for name, m in self.nets.items():  # one line per network (G_ema is a copy of G)
+            if self.main and m is not None and name != "G_ema":
+                print(f"{name:3} {sum(p.numel() for p in m.parameters()):>12,} parameters")
 
         # --- resume: the same command continues the same run, on every rank; or start G from --init-g
         self.step, self.ckpt_path = 0, os.path.join(args.out, "ckpt.pt")
