@@ -47,6 +47,7 @@ class StageConfig:
     grounded: bool = False        # stages >= 2: Gup's output projected onto view(x, 2, 2) == c (ground)
     d_ch: int | None = None       # the Ds' base width (d_mults multiply it); None: ch, as G's
     d_pool: str = "mean"          # how the Ds' heads pool features over pixels and frames: "mean", "sum" or "max"
+    d_down: str = "mean"          # how the Ds' blocks halve H and W: "mean" (BigGAN's average pool) or "max"
     crop: int | None = None       # stages >= 2: train on crop x crop patches of the window; None: whole frames
     g1_margin: int | None = None  # stage 1: frames G1 makes and drops each side; None: its convs' radius (G1.margin)
     d_classify: bool = False      # D_s and D_t also classify what they see (AC-GAN's auxiliary head, --aux-class)
@@ -121,7 +122,8 @@ PRESETS: dict[str, list[StageConfig]] = {
     ],
     "demo": [
         StageConfig("demo", 1, 32, 64, view_s=4, view_t=4, window=None, ch=16,
-                    g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=32, d_frames=4, g1_margin=1, d_pool="max"),
+                    g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=32, d_frames=4, g1_margin=1, d_pool="max",
+                    d_down="max"),
         StageConfig("demo", 2, 32, 64, view_s=2, view_t=2, window=8, ch=16,
                     g_mults=(4, 2, 1), d_mults=(1, 2, 4), z_dim=4, d_frames=4, crop=16),
         StageConfig("demo", 3, 32, 64, view_s=1, view_t=1, window=8, ch=8,
@@ -264,12 +266,17 @@ class GBlock(nn.Module):
 
 
 class DBlock(nn.Module):
-    """Residual down-block (BigGAN D): [ReLU]-conv-ReLU-conv-avgpool, plus conv1x1-avgpool skip.
-    `dims` 2 for D_s (frames), 3 for D_t and D_m; `down` the pooling factors (per dim)."""
+    """Residual down-block (BigGAN D): [ReLU]-conv-ReLU-conv-pool, plus conv1x1-pool skip.
+    `dims` 2 for D_s (frames), 3 for D_t and D_m; `down` the pooling factors (per dim). `pool`
+    "mean" averages each block of positions (BigGAN's); "max" takes each 2x2 block's maximum
+    in space (frames are still averaged), which keeps a shape's edge where the mean blurs it:
+    D_s's trunk learns the demo's shapes faster under it (docs/demo.md, "What D_s can see").
+    Both are 1-Lipschitz, so the spectral norm's bound holds either way."""
 
-    def __init__(self, dims: int, c_in: int, c_out: int, down: tuple[int, ...], preact: bool = True):
+    def __init__(self, dims: int, c_in: int, c_out: int, down: tuple[int, ...], preact: bool = True,
+                 pool: str = "mean"):
         super().__init__()
-        self.dims, self.down, self.preact = dims, down, preact
+        self.dims, self.down, self.preact, self.pool = dims, down, preact, pool
         self.conv1 = conv(dims, c_in, c_out, 3)
         self.conv2 = conv(dims, c_out, c_out, 3)
         self.skip = conv(dims, c_in, c_out, 1) if c_in != c_out or any(d > 1 for d in down) else None
@@ -277,9 +284,12 @@ class DBlock(nn.Module):
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if all(d == 1 for d in self.down):
             return x
-        pool = F.avg_pool3d if self.dims == 3 else F.avg_pool2d
+        avg, mx = (F.avg_pool3d, F.max_pool3d) if self.dims == 3 else (F.avg_pool2d, F.max_pool2d)
+        if self.pool == "max":  # each 2x2 block's maximum, then (D_t, D_m) the frames' mean
+            x = mx(x, (1,) * (self.dims - 2) + tuple(self.down[-2:]))
+            return avg(x, (self.down[0], 1, 1), ceil_mode=True) if self.dims == 3 and self.down[0] > 1 else x
         # ceil_mode: an odd frame count (25) keeps its last frame, averaged alone.
-        return pool(x, self.down, ceil_mode=True)
+        return avg(x, self.down, ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(x) if self.preact else x
@@ -640,7 +650,7 @@ class SpatialD(nn.Module):
         chs = [cfg.d_width * m for m in cfg.d_mults[:n]]  # a patch (crop) takes the first n
         self.k, self.pool = cfg.d_frames, cfg.d_pool
         self.blocks = nn.ModuleList(
-            DBlock(2, 3 if i == 0 else chs[i - 1], chs[i], (2, 2) if i < n - 1 else (1, 1), preact=i > 0)
+            DBlock(2, 3 if i == 0 else chs[i - 1], chs[i], (2, 2) if i < n - 1 else (1, 1), i > 0, cfg.d_down)
             for i in range(n))
         self.head = ProjectionHead(chs[-1], cfg.classes, cfg.d_classify)
 
@@ -675,7 +685,7 @@ class TemporalD(nn.Module):
         chs = [cfg.d_width * m for m in cfg.d_mults[1:n + 1]]
         self.blocks = nn.ModuleList(
             DBlock(3, in_ch if i == 0 else chs[i - 1], chs[i],
-                   (2 if i < 2 else 1, *((2, 2) if i < n - 1 else (1, 1))), preact=i > 0)
+                   (2 if i < 2 else 1, *((2, 2) if i < n - 1 else (1, 1))), i > 0, cfg.d_down)
             for i in range(n))
         self.head = ProjectionHead(chs[-1], cfg.classes, cfg.d_classify)
 

@@ -59,10 +59,9 @@ class Recipe:
     l1_lr_g: float = 2e-4                 # G's Adam learning rate in that phase
 
 
-# A preset without a row trains every stage with Recipe(). The demo's rows made its chain in
-# checkpoints/ (docs/demo.md): stage 2 L1 alone then the game (ESRGAN's schedule), stage 3 L1 alone.
+# A preset without a row trains every stage with Recipe(); the demo's rows made checkpoints/ (docs/demo.md).
 RECIPES: dict[str, list[Recipe]] = {
-    "demo": [Recipe(batch_size=16, max_iters=3250, lr_g=5e-4, lr_d=5e-4, d_steps=2),
+    "demo": [Recipe(batch_size=16, max_iters=11000, lr_g=5e-4, lr_d=5e-4, d_steps=2),
              Recipe(batch_size=16, max_iters=225, lr_g=1e-4, d_steps=1, adv_fade=100, l1_steps=1600, l1_lr_g=5e-4),
              Recipe(batch_size=16, max_iters=1050, lr_g=5e-4, lr_d=5e-4, d_steps=1, adversarial=False)],
 }
@@ -102,6 +101,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stages >= 2: Gup's output grounded on c by construction (models.ground)")
     p.add_argument("--d-ch", type=int, help="base width of D_s, D_t and D_m (default: the preset's, G's)")
     p.add_argument("--d-pool", choices=["mean", "sum", "max"], help="how the Ds pool positions (default: the preset's)")
+    p.add_argument("--d-down", choices=["mean", "max"], help="how the Ds' blocks halve H and W (default: the preset's)")
     p.add_argument("--lambda-m", type=float, default=LAMBDA_M, help="stages >= 2: weight of D_m (0 removes D_m)")
     p.add_argument("--lambda-rec", type=float, help="stages >= 2: weight of the L1 term " + recipe % Recipe.lambda_rec)
     p.add_argument("--r1", type=float, help="gamma of the R1 penalty on D_s and D_t " + recipe % Recipe.r1)
@@ -158,9 +158,9 @@ def make_clips(args: argparse.Namespace, cfg: StageConfig, split: str = "train")
 
 
 def resolve_config(args: argparse.Namespace, num_classes: int) -> StageConfig:
-    """The preset's row for the stage, with the flags that change the networks applied."""
+    """The preset's row for the stage, with the flags that change the networks applied (unset: the preset's)."""
     overrides = {"num_classes": num_classes, "d_classify": args.aux_class > 0}
-    for name in ("frame_stride", "window", "crop", "g1_margin", "g1_class_input", "d_ch", "d_pool"):  # None: preset's
+    for name in ("frame_stride", "window", "crop", "g1_margin", "g1_class_input", "d_ch", "d_pool", "d_down"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.stage > 1:  # the context defaults to R, read from the layers of a throwaway Gup

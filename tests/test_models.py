@@ -10,7 +10,7 @@ from conftest import assert_close_at_scale, max_abs
 from data import view
 from distributed import micro_batch, spectral_norm_once, spectral_norms
 from losses import d_loss, g_loss
-from models import (GRU, PRESETS, G1, GBlock, Gup, SpatialD, build_stage, fake_batch, ground, head_pool,
+from models import (GRU, PRESETS, G1, DBlock, GBlock, Gup, SpatialD, build_stage, fake_batch, ground, head_pool,
                     stage_config, upsample)
 
 
@@ -360,3 +360,24 @@ def test_spatial_d_pools_its_frames_scores_and_positions_as_told(pool):
     pooled = head_pool(h, (2, 3), pool)
     assert pooled[0, 1].item() == {"mean": 0.5, "sum": 8.0, "max": 8.0}[pool]
     assert pooled[0, [0, 2, 3]].abs().sum().item() == 0
+
+
+@pytest.mark.parametrize("dims, down", [(2, (2, 2)), (3, (2, 2, 2)), (3, (1, 2, 2))])
+def test_d_blocks_halve_by_the_mean_or_by_each_2x2_blocks_maximum(dims, down):
+    """A DBlock's pool under d_down "max" takes each 2x2 block of pixels' maximum and, where it
+    halves time (D_t, D_m), the mean of each pair of frames, an odd last frame alone; a one-pixel
+    spike passes it whole where the mean quarters it. Every D of a stage takes cfg.d_down."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 8, 8) if dims == 3 else torch.randn(3, 4, 8, 8)
+    got = DBlock(dims, 4, 4, down, pool="max")._pool(x)
+    blocks = x.unflatten(-1, (4, 2)).unflatten(-3, (4, 2)).amax(dim=(-3, -1))  # (..., 4, 4)
+    if dims == 3 and down[0] == 2:
+        blocks = torch.stack([blocks[:, :, t:t + 2].mean(2) for t in range(0, 5, 2)], 2)  # frames 0-1, 2-3, 4
+    assert got.shape == blocks.shape
+    assert_close_at_scale(got, blocks)
+    spike = torch.zeros_like(x)
+    spike[..., 2, 5] = 8.0
+    peak = {p: DBlock(dims, 4, 4, down, pool=p)._pool(spike)[..., 1, 2] for p in ("mean", "max")}
+    assert peak["max"].unique().tolist() == [8.0] and peak["mean"].unique().tolist() == [2.0]
+    cfg = replace(stage_config("demo", 2), num_classes=5, d_down="max")
+    assert {b.pool for D in build_stage(cfg)[1:] for b in D.blocks} == {"max"}

@@ -436,11 +436,12 @@ def test_upscalers_train_on_patches_and_sample_whole_frames(tmp_path):
 
 def test_regularizers_train_end_to_end_and_are_logged(tmp_path):
     """--r1, --augment and --aux-class run a whole stage-1 step and log R1's penalty and the class
-    heads' losses; --g1-margin, --g1-class-input and the class heads reach the stage's config (and
-    its checkpoint);
-    --r1 with --compile is refused, naming why."""
-    ckpt = run(tmp_path, "--r1", "0.01", "--augment", "--aux-class", "0.5", "--g1-margin", "1", "--g1-class-input")
+    heads' losses; --g1-margin, --g1-class-input, --d-down and the class heads reach the stage's
+    config (and its checkpoint); --r1 with --compile is refused, naming why."""
+    ckpt = run(tmp_path, "--r1", "0.01", "--augment", "--aux-class", "0.5", "--g1-margin", "1", "--g1-class-input",
+               "--d-down", "max")
     assert ckpt["config"]["g1_margin"] == 1 and ckpt["config"]["d_classify"] and ckpt["config"]["g1_class_input"]
+    assert ckpt["config"]["d_down"] == "max"
     logged = [r for r in read_log(str(tmp_path / "run" / "log.jsonl")) if "loss_D" in r]
     assert logged and all(r["r1"] > 0 and r["class_D"] > 0 and r["class_G"] > 0 for r in logged)
     with pytest.raises(SystemExit):
