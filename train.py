@@ -62,7 +62,7 @@ class Recipe:
 # A preset without a row trains every stage with Recipe(); the demo's rows made checkpoints/ (docs/demo.md).
 RECIPES: dict[str, list[Recipe]] = {
     "demo": [Recipe(batch_size=16, max_iters=11000, lr_g=5e-4, lr_d=5e-4, d_steps=2),
-             Recipe(batch_size=16, max_iters=225, lr_g=1e-4, d_steps=1, adv_fade=100, l1_steps=1600, l1_lr_g=5e-4),
+             Recipe(batch_size=16, max_iters=225, lr_g=1e-4, d_steps=1, adv_fade=100, l1_steps=3000, l1_lr_g=5e-4),
              Recipe(batch_size=16, max_iters=1050, lr_g=5e-4, lr_d=5e-4, d_steps=1, adversarial=False)],
 }
 CPU_PRESET = "demo"  # what `python train.py --stage N` trains on a machine without a GPU
